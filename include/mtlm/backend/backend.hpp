@@ -1,0 +1,50 @@
+// @brief The Backend concept: the small vocabulary of storage and kernels that layers are
+// written against, so one layer source serves the CPU (Eigen) and the optional CUDA policy.
+//
+// A backend is a stateless type with static functions. Views are column-major (matrix_view.hpp)
+// and may be strided. Kernels that only one layer needs (LSTM gates, layer norm, ...) are free
+// functions overloaded on the backend tag next to that layer, so adding a layer does not grow
+// this concept; a backend implements them for its own tag.
+#pragma once
+
+#include "mtlm/core/config.hpp"
+#include "mtlm/core/matrix_view.hpp"
+
+#include <concepts>
+#include <string_view>
+
+namespace mtlm {
+
+enum class Transpose { no, yes };
+
+/// Point-wise non-linearities with analytic derivatives. GELU is the exact (erf) form.
+enum class Activation { identity, relu, gelu, tanh, sigmoid };
+
+template <class B>
+concept Backend = requires {
+  { B::name } -> std::convertible_to<std::string_view>;
+  { B::is_host } -> std::convertible_to<bool>;
+} && requires(float* p, const float* cp, MatrixView<float> y, ConstView<float> x, float s) {
+  // storage
+  { B::template allocate<float>(Index{}) } -> std::same_as<float*>;
+  B::deallocate(p, Index{});
+  B::upload(cp, y);
+  B::download(x, p);
+  // level 1: y = s, y = x, y *= s, y += s * x, y = x .* y, sums
+  B::fill(y, s);
+  B::copy(x, y);
+  B::scale(y, s);
+  B::axpy(s, x, y);
+  B::multiply(x, x, y);
+  { B::dot(x, x) } -> std::same_as<float>;
+  // level 3: C = alpha op(A) op(B) + beta C
+  B::gemm(Transpose::no, Transpose::no, s, x, x, s, y);
+  // bias: every column of y += x (a column vector); y = s * y + row sums of x
+  B::add_bias(x, y);
+  B::sum_columns(x, s, y);
+  // activations: y = f(x); dx = dy .* f'(x) given x and y = f(x)
+  B::template activate<Activation::relu>(x, y);
+  B::template activate_backward<Activation::relu>(x, x, x, y);
+};
+
+}  // namespace mtlm

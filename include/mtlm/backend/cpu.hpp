@@ -1,0 +1,180 @@
+// @brief The CPU backend: host memory and Eigen kernels. Matrix products go to Eigen's GEMM
+// (multi-threaded when built with OpenMP); element-wise kernels use Eigen's vectorised array
+// functions so that tanh, logistic and erf run in SIMD registers.
+#pragma once
+
+#include "mtlm/backend/backend.hpp"
+
+#include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <numbers>
+
+namespace mtlm::backend {
+
+/// A const view parameter that does not take part in deducing S, so a mutable view or a
+/// Matrix converts to it; S comes from the output view or the scalar arguments.
+template <class S>
+using In = std::type_identity_t<ConstView<S>>;
+
+struct Cpu {
+  static constexpr std::string_view name = "cpu";
+  static constexpr bool is_host = true;
+
+  template <class S>
+  using EigenMatrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+
+  /// Eigen view of a (possibly strided) matrix view.
+  template <class S>
+  static auto eigen(MatrixView<S> v) {
+    using M = std::conditional_t<std::is_const_v<S>, const EigenMatrix<std::remove_const_t<S>>,
+                                 EigenMatrix<S>>;
+    return Eigen::Map<M, Eigen::Unaligned, Eigen::OuterStride<>>(v.data, v.rows, v.cols,
+                                                                 Eigen::OuterStride<>(v.stride));
+  }
+
+  // ---- storage -------------------------------------------------------------------------------
+  static constexpr std::size_t alignment = 64;
+
+  template <class S>
+  static S* allocate(Index n) {
+    if (n <= 0) return nullptr;
+    const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(S) + alignment - 1) /
+                              alignment * alignment;
+    void* p = std::aligned_alloc(alignment, bytes);
+    if (!p) throw std::bad_alloc();
+    return static_cast<S*>(p);
+  }
+  template <class S>
+  static void deallocate(S* p, Index) {
+    std::free(p);
+  }
+  template <class S>
+  static void upload(const S* host, MatrixView<S> dst) {
+    eigen(dst) = eigen(ConstView<S>(host, dst.rows, dst.cols));
+  }
+  template <class S>
+  static void download(In<S> src, S* host) {
+    eigen(MatrixView<S>(host, src.rows, src.cols)) = eigen(src);
+  }
+
+  // ---- level 1 -------------------------------------------------------------------------------
+  template <class S>
+  static void fill(MatrixView<S> y, S value) {
+    eigen(y).setConstant(value);
+  }
+  template <class S>
+  static void copy(In<S> x, MatrixView<S> y) {
+    eigen(y) = eigen(x);
+  }
+  template <class S>
+  static void scale(MatrixView<S> y, S s) {
+    eigen(y) *= s;
+  }
+  template <class S>
+  static void axpy(S a, In<S> x, MatrixView<S> y) {
+    eigen(y) += a * eigen(x);
+  }
+  template <class S>
+  static void multiply(In<S> a, In<S> b, MatrixView<S> y) {
+    eigen(y).array() = eigen(a).array() * eigen(b).array();
+  }
+  template <class T, class U>
+  static auto dot(MatrixView<T> a, MatrixView<U> b) {
+    static_assert(std::is_same_v<std::remove_const_t<T>, std::remove_const_t<U>>);
+    return (eigen(a).array() * eigen(b).array()).sum();
+  }
+
+  // ---- level 3 -------------------------------------------------------------------------------
+  template <class S>
+  static void gemm(Transpose ta, Transpose tb, S alpha, In<S> a, In<S> b, S beta,
+                   MatrixView<S> c) {
+    auto C = eigen(c);
+    if (beta == S(0))
+      C.setZero();
+    else if (beta != S(1))
+      C *= beta;
+    const auto A = eigen(a);
+    const auto B = eigen(b);
+    if (ta == Transpose::no && tb == Transpose::no)
+      C.noalias() += alpha * A * B;
+    else if (ta == Transpose::no)
+      C.noalias() += alpha * A * B.transpose();
+    else if (tb == Transpose::no)
+      C.noalias() += alpha * A.transpose() * B;
+    else
+      C.noalias() += alpha * A.transpose() * B.transpose();
+  }
+
+  // ---- bias ----------------------------------------------------------------------------------
+  template <class S>
+  static void add_bias(In<S> bias, MatrixView<S> y) {
+    eigen(y).colwise() += eigen(bias).col(0);
+  }
+  template <class S>
+  static void sum_columns(In<S> x, S beta, MatrixView<S> y) {
+    auto Y = eigen(y).col(0);
+    if (beta == S(0))
+      Y = eigen(x).rowwise().sum();
+    else
+      Y = beta * Y + eigen(x).rowwise().sum();
+  }
+
+  // ---- activations ---------------------------------------------------------------------------
+  template <Activation A, class S>
+  static void activate(In<S> x, MatrixView<S> y) {
+    const auto X = eigen(x).array();
+    auto Y = eigen(y).array();
+    if constexpr (A == Activation::identity)
+      Y = X;
+    else if constexpr (A == Activation::relu)
+      Y = X.max(S(0));
+    else if constexpr (A == Activation::tanh)
+      Y = X.tanh();
+    else if constexpr (A == Activation::sigmoid)
+      Y = X.logistic();
+    else
+      Y = S(0.5) * X * (S(1) + (X * S(std::numbers::sqrt2 / 2)).erf());
+  }
+
+  /// dx = dy .* f'(x), using whichever of x and y = f(x) is cheaper.
+  template <Activation A, class S>
+  static void activate_backward(In<S> x, In<S> y, In<S> dy,
+                                MatrixView<S> dx) {
+    const auto X = eigen(x).array();
+    const auto Y = eigen(y).array();
+    const auto DY = eigen(dy).array();
+    auto DX = eigen(dx).array();
+    if constexpr (A == Activation::identity)
+      DX = DY;
+    else if constexpr (A == Activation::relu)
+      DX = (X > S(0)).select(DY, S(0));
+    else if constexpr (A == Activation::tanh)
+      DX = DY * (S(1) - Y.square());
+    else if constexpr (A == Activation::sigmoid)
+      DX = DY * Y * (S(1) - Y);
+    else {
+      const S inv_sqrt2 = S(std::numbers::sqrt2 / 2);
+      const S inv_sqrt2pi = S(std::numbers::inv_sqrtpi * std::numbers::sqrt2 / 2);
+      DX = DY * (S(0.5) * (S(1) + (X * inv_sqrt2).erf()) +
+                 X * inv_sqrt2pi * (S(-0.5) * X.square()).exp());
+    }
+  }
+
+  /// Threads used by matrix products (OpenMP builds); 0 keeps the current setting.
+  static void set_threads(int n) {
+    if (n > 0) Eigen::setNbThreads(n);
+  }
+  static int threads() { return Eigen::nbThreads(); }
+};
+
+static_assert(Backend<Cpu>, "the CPU policy must model the Backend concept");
+
+}  // namespace mtlm::backend
+
+namespace mtlm {
+using backend::Cpu;
+}  // namespace mtlm

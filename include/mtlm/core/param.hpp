@@ -1,0 +1,81 @@
+// @brief A trainable parameter: value and gradient of the same shape, plus a frozen flag for
+// fine-tuning. Layers expose their parameters through for_each_param(visitor), with a local
+// name; containers prefix the names ("trunk.1.weight"), so optimizers, zeroing, counting and
+// checkpoints all walk a model the same way without knowing its layers.
+#pragma once
+
+#include "mtlm/core/config.hpp"
+#include "mtlm/core/init.hpp"
+#include "mtlm/core/matrix.hpp"
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mtlm {
+
+template <class S, class Backend>
+struct Param {
+  using Scalar = S;
+
+  Matrix<S, Backend> value;
+  Matrix<S, Backend> grad;
+  /// A frozen parameter still receives gradients (they flow through it) but optimizers skip it.
+  bool frozen = false;
+
+  Param() = default;
+  Param(Index rows, Index cols) : value(rows, cols, S(0)), grad(rows, cols, S(0)) {}
+
+  void resize(Index rows, Index cols) {
+    value.set_zero(rows, cols);
+    grad.set_zero(rows, cols);
+  }
+  Index rows() const { return value.rows(); }
+  Index cols() const { return value.cols(); }
+  Index size() const { return value.size(); }
+  void zero_grad() { grad.set_zero(); }
+
+  void initialize(const init::Initializer& how, Index fan_in, Index fan_out, Rng& rng) {
+    std::vector<S> host(static_cast<std::size_t>(size()));
+    init::fill(std::span<S>(host), how, fan_in, fan_out, rng);
+    Backend::upload(host.data(), value.view());
+  }
+};
+
+/// Anything whose parameters can be visited: `x.for_each_param(f)` calls
+/// `f(std::string_view name, Param&)` once per parameter, in a fixed order.
+template <class T>
+concept HasParams = requires(T& t) {
+  t.for_each_param([](std::string_view, auto&) {});
+};
+
+/// Wraps a visitor so that every name it sees starts with `prefix` and a dot.
+template <class Visitor>
+auto prefixed(std::string_view prefix, Visitor& visitor) {
+  return [prefix, &visitor](std::string_view name, auto& param) {
+    std::string full;
+    full.reserve(prefix.size() + 1 + name.size());
+    full.append(prefix).append(".").append(name);
+    visitor(std::string_view(full), param);
+  };
+}
+
+template <HasParams T>
+Index count_parameters(T& t) {
+  Index n = 0;
+  t.for_each_param([&](std::string_view, auto& p) { n += p.size(); });
+  return n;
+}
+
+template <HasParams T>
+void zero_gradients(T& t) {
+  t.for_each_param([](std::string_view, auto& p) { p.zero_grad(); });
+}
+
+/// Freezes (or unfreezes) every parameter of `t`, e.g. a trunk before fine-tuning one head.
+template <HasParams T>
+void set_frozen(T& t, bool frozen) {
+  t.for_each_param([frozen](std::string_view, auto& p) { p.frozen = frozen; });
+}
+
+}  // namespace mtlm

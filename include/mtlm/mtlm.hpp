@@ -1,0 +1,21 @@
+// @brief Umbrella header: everything in mtlm except the optional CUDA backend
+// (include <mtlm/backend/cuda.hpp> for that).
+#pragma once
+
+#include "mtlm/core/batch.hpp"
+#include "mtlm/core/config.hpp"
+#include "mtlm/core/dims.hpp"
+#include "mtlm/core/error.hpp"
+#include "mtlm/core/init.hpp"
+#include "mtlm/core/matrix.hpp"
+#include "mtlm/core/matrix_view.hpp"
+#include "mtlm/core/param.hpp"
+#include "mtlm/core/random.hpp"
+
+#include "mtlm/backend/backend.hpp"
+#include "mtlm/backend/cpu.hpp"
+
+#include "mtlm/layers/activation.hpp"
+#include "mtlm/layers/linear.hpp"
+
+#include "mtlm/model/sequential.hpp"

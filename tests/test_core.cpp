@@ -1,0 +1,270 @@
+// Core vocabulary: random numbers, initialisers, parameters, batches, matrices, CPU kernels.
+#include <doctest/doctest.h>
+
+#include <mtlm/mtlm.hpp>
+#include <mtlm/testing/gradient_check.hpp>
+
+#include <cmath>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace mtlm;
+using testing::HostMatrix;
+
+TEST_CASE("Rng is deterministic for a seed and differs across seeds") {
+  Rng a(42), b(42), c(43);
+  for (int i = 0; i < 100; ++i) {
+    const auto x = a.next();
+    CHECK(x == b.next());
+    CHECK(x != c.next());
+  }
+  Rng d(7);
+  double sum = 0, sum_sq = 0;
+  const int n = 200000;
+  for (int i = 0; i < n; ++i) {
+    const double z = d.normal();
+    sum += z;
+    sum_sq += z * z;
+  }
+  CHECK(std::abs(sum / n) < 0.01);
+  CHECK(std::abs(sum_sq / n - 1.0) < 0.02);
+}
+
+TEST_CASE("Rng state can be saved and restored") {
+  Rng a(3);
+  a.normal();  // leaves a spare normal in the state
+  const auto saved = a.state();
+  const double x = a.normal(), y = a.uniform();
+  Rng b(99);
+  b.set_state(saved);
+  CHECK(b.normal() == x);
+  CHECK(b.uniform() == y);
+}
+
+TEST_CASE("Rng::below and shuffle cover their range") {
+  Rng rng(1);
+  std::vector<int> v(50);
+  for (int i = 0; i < 50; ++i) v[static_cast<std::size_t>(i)] = i;
+  rng.shuffle(v);
+  CHECK(std::set<int>(v.begin(), v.end()).size() == 50);
+  bool moved = false;
+  for (int i = 0; i < 50; ++i) moved |= v[static_cast<std::size_t>(i)] != i;
+  CHECK(moved);
+  for (int i = 0; i < 1000; ++i) CHECK(rng.below(7) < 7);
+}
+
+TEST_CASE("initialisers are deterministic and respect their bounds") {
+  auto draw = [](const init::Initializer& how, std::uint64_t seed) {
+    Rng rng(seed);
+    std::vector<float> v(4096);
+    init::fill(std::span<float>(v), how, 64, 128, rng);
+    return v;
+  };
+  SUBCASE("same seed, same values; other seed, other values") {
+    CHECK(draw(init::XavierUniform{}, 5) == draw(init::XavierUniform{}, 5));
+    CHECK(draw(init::XavierUniform{}, 5) != draw(init::XavierUniform{}, 6));
+    CHECK(draw(init::KaimingNormal{}, 5) == draw(init::KaimingNormal{}, 5));
+  }
+  SUBCASE("Xavier uniform stays within sqrt(6 / (fan_in + fan_out))") {
+    const double bound = std::sqrt(6.0 / (64 + 128));
+    double max_abs = 0;
+    for (float x : draw(init::XavierUniform{}, 1)) max_abs = std::max(max_abs, double(std::abs(x)));
+    CHECK(max_abs <= bound);
+    CHECK(max_abs > 0.95 * bound);
+  }
+  SUBCASE("Kaiming normal has variance 2 / fan_in") {
+    const auto v = draw(init::KaimingNormal{}, 2);
+    double sum_sq = 0;
+    for (float x : v) sum_sq += double(x) * x;
+    CHECK(sum_sq / double(v.size()) == doctest::Approx(2.0 / 64).epsilon(0.06));
+  }
+  SUBCASE("Constant fills") {
+    for (float x : draw(init::Constant{}, 1)) CHECK(x == 0.0f);
+    for (float x : draw(init::Constant{1.0}, 1)) CHECK(x == 1.0f);
+  }
+}
+
+TEST_CASE("Matrix keeps its capacity when shrinking, copies deeply, moves cheaply") {
+  Matrix<float, Cpu> m(8, 10, 1.0f);
+  const float* before = m.data();
+  m.resize(4, 5);
+  CHECK(m.data() == before);
+  CHECK(m.rows() == 4);
+  m.resize(8, 10);
+  CHECK(m.data() == before);
+  m.set_zero(3, 3);
+  m(1, 2) = 5.0f;
+  Matrix<float, Cpu> copy = m;
+  CHECK(copy.data() != m.data());
+  CHECK(copy(1, 2) == 5.0f);
+  Matrix<float, Cpu> moved = std::move(copy);
+  CHECK(moved(1, 2) == 5.0f);
+  CHECK(copy.data() == nullptr);
+}
+
+TEST_CASE("MatrixView slices: columns of one time step across the batch") {
+  // 2 sequences of length 3, 2 features: column b*3 + t holds value 10*b + t in row 0.
+  Matrix<double, Cpu> m(2, 6);
+  for (Index b = 0; b < 2; ++b)
+    for (Index t = 0; t < 3; ++t) {
+      m(0, b * 3 + t) = 10.0 * b + t;
+      m(1, b * 3 + t) = -1.0;
+    }
+  const auto step1 = m.view().strided_cols(1, 3, 2);
+  CHECK(step1.cols == 2);
+  CHECK(step1(0, 0) == 1.0);
+  CHECK(step1(0, 1) == 11.0);
+  const auto seq1 = m.view().middle_cols(3, 3);
+  CHECK(seq1(0, 2) == 12.0);
+  CHECK(m.view().middle_rows(1, 1)(0, 4) == -1.0);
+}
+
+TEST_CASE("Batch pads sequences and builds the mask") {
+  const std::vector<std::vector<TokenId>> seqs{{5, 6, 7}, {8}, {9, 10}};
+  const Batch batch = Batch::from_sequences(seqs, /*pad=*/0);
+  batch.validate();
+  CHECK(batch.batch_size == 3);
+  CHECK(batch.max_length == 3);
+  CHECK(batch.token_count() == 6);
+  CHECK(batch.tokens == std::vector<TokenId>{5, 6, 7, 8, 0, 0, 9, 10, 0});
+  CHECK(batch.mask() == std::vector<unsigned char>{1, 1, 1, 1, 0, 0, 1, 1, 0});
+  CHECK(batch.is_real(batch.column(2, 1)));
+  CHECK_FALSE(batch.is_real(batch.column(1, 1)));
+  CHECK(batch.token(2, 1) == 10);
+
+  const std::vector<std::vector<TokenId>> with_empty{{1}, {}};
+  CHECK_THROWS_AS(Batch::from_sequences(with_empty), ShapeError);
+  Batch broken = batch;
+  broken.lengths[0] = 4;
+  CHECK_THROWS_AS(broken.validate(), ShapeError);
+}
+
+TEST_CASE("resolve_dim: fixed sizes win, contradictions are errors") {
+  CHECK(resolve_dim(8, Dynamic, "x") == 8);
+  CHECK(resolve_dim(8, 8, "x") == 8);
+  CHECK(resolve_dim(Dynamic, 5, "x") == 5);
+  CHECK_THROWS_AS(resolve_dim(8, 4, "x"), ShapeError);
+  CHECK_THROWS_AS(resolve_dim(Dynamic, Dynamic, "x"), ShapeError);
+  static_assert(dims_agree(4, 4) && dims_agree(Dynamic, 4) && !dims_agree(3, 4));
+}
+
+namespace {
+struct TwoParams {
+  Param<float, Cpu> weight{3, 4};
+  Param<float, Cpu> bias{3, 1};
+  template <class F>
+  void for_each_param(F&& f) {
+    f("weight", weight);
+    f("bias", bias);
+  }
+};
+struct Nested {
+  TwoParams first, second;
+  template <class F>
+  void for_each_param(F&& f) {
+    first.for_each_param(prefixed("first", f));
+    second.for_each_param(prefixed("second", f));
+  }
+};
+}  // namespace
+
+TEST_CASE("parameters are visited uniformly with hierarchical names") {
+  Nested model;
+  std::vector<std::string> names;
+  model.for_each_param([&](std::string_view name, auto&) { names.emplace_back(name); });
+  CHECK(names == std::vector<std::string>{"first.weight", "first.bias", "second.weight",
+                                          "second.bias"});
+  CHECK(count_parameters(model) == 2 * (12 + 3));
+
+  model.first.weight.grad(1, 1) = 3.0f;
+  model.second.bias.grad(2, 0) = -1.0f;
+  zero_gradients(model);
+  model.for_each_param([](std::string_view, auto& p) {
+    for (Index i = 0; i < p.size(); ++i) CHECK(p.grad.data()[i] == 0.0f);
+  });
+
+  set_frozen(model.first, true);
+  int frozen = 0;
+  model.for_each_param([&](std::string_view, auto& p) { frozen += p.frozen; });
+  CHECK(frozen == 2);
+
+  Rng r1(11), r2(11);
+  Param<float, Cpu> a(5, 5), b(5, 5);
+  a.initialize(init::XavierNormal{}, 5, 5, r1);
+  b.initialize(init::XavierNormal{}, 5, 5, r2);
+  for (Index i = 0; i < 25; ++i) CHECK(a.value.data()[i] == b.value.data()[i]);
+}
+
+TEST_CASE("CPU gemm matches a naive product for every transpose combination") {
+  Rng rng(3);
+  const auto a = testing::random_matrix(4, 5, rng);
+  const auto at = testing::random_matrix(5, 4, rng);
+  const auto b = testing::random_matrix(5, 3, rng);
+  const auto bt = testing::random_matrix(3, 5, rng);
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      const HostMatrix& A = ta ? at : a;
+      const HostMatrix& B = tb ? bt : b;
+      HostMatrix c(4, 3, 1.0);
+      Cpu::gemm(ta ? Transpose::yes : Transpose::no, tb ? Transpose::yes : Transpose::no, 2.0,
+                A.view(), B.view(), 0.5, c.view());
+      for (Index i = 0; i < 4; ++i)
+        for (Index j = 0; j < 3; ++j) {
+          double expected = 0.5;
+          for (Index k = 0; k < 5; ++k)
+            expected += 2.0 * (ta ? A(k, i) : A(i, k)) * (tb ? B(j, k) : B(k, j));
+          CHECK(c(i, j) == doctest::Approx(expected).epsilon(1e-12));
+        }
+    }
+}
+
+TEST_CASE("CPU gemm writes into strided views without touching other columns") {
+  Rng rng(4);
+  const auto a = testing::random_matrix(3, 2, rng);
+  const auto b = testing::random_matrix(2, 2, rng);
+  HostMatrix c(3, 6, 7.0);
+  Cpu::gemm(Transpose::no, Transpose::no, 1.0, a.view(), b.view(), 0.0,
+            c.view().strided_cols(1, 3, 2));
+  CHECK(c(0, 0) == 7.0);
+  CHECK(c(0, 2) == 7.0);
+  CHECK(c(0, 1) == doctest::Approx(a(0, 0) * b(0, 0) + a(0, 1) * b(1, 0)));
+  CHECK(c(2, 4) == doctest::Approx(a(2, 0) * b(0, 1) + a(2, 1) * b(1, 1)));
+}
+
+TEST_CASE("CPU bias kernels") {
+  HostMatrix y(2, 3, 1.0), bias(2, 1);
+  bias(0, 0) = 0.5;
+  bias(1, 0) = -2.0;
+  Cpu::add_bias(bias.view(), y.view());
+  CHECK(y(0, 2) == 1.5);
+  CHECK(y(1, 0) == -1.0);
+  HostMatrix sums(2, 1, 10.0);
+  Cpu::sum_columns(y.view(), 1.0, sums.view());
+  CHECK(sums(0, 0) == doctest::Approx(14.5));
+  CHECK(sums(1, 0) == doctest::Approx(7.0));
+}
+
+TEST_CASE_TEMPLATE("CPU activation derivatives match finite differences", Tag,
+                   std::integral_constant<Activation, Activation::relu>,
+                   std::integral_constant<Activation, Activation::gelu>,
+                   std::integral_constant<Activation, Activation::tanh>,
+                   std::integral_constant<Activation, Activation::sigmoid>,
+                   std::integral_constant<Activation, Activation::identity>) {
+  constexpr Activation A = Tag::value;
+  Rng rng(9);
+  HostMatrix x = testing::random_matrix(3, 7, rng, 2.0);
+  HostMatrix y(3, 7), ones(3, 7, 1.0), dx(3, 7);
+  Cpu::activate<A>(x.view(), y.view());
+  Cpu::activate_backward<A>(x.view(), y.view(), ones.view(), dx.view());
+  const double h = 1e-6;
+  for (Index i = 0; i < x.size(); ++i) {
+    HostMatrix xp = x, xm = x, yp(3, 7), ym(3, 7);
+    xp.data()[i] += h;
+    xm.data()[i] -= h;
+    Cpu::activate<A>(xp.view(), yp.view());
+    Cpu::activate<A>(xm.view(), ym.view());
+    const double numeric = (yp.data()[i] - ym.data()[i]) / (2 * h);
+    CHECK(dx.data()[i] == doctest::Approx(numeric).epsilon(1e-6));
+  }
+}
