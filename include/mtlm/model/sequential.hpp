@@ -77,6 +77,10 @@ class Sequential {
   Sequential() = default;
   explicit Sequential(First first, Rest... rest)
       : layers_(std::move(first), std::move(rest)...) {}
+  /// Only the first layer needs arguments (a Dynamic vocabulary); the rest are defaulted.
+  explicit Sequential(First first)
+    requires(sizeof...(Rest) > 0 && (std::is_default_constructible_v<Rest> && ...))
+      : layers_(std::move(first), Rest()...) {}
 
   void initialize(Rng& rng) {
     std::apply([&](auto&... layer) { (layer.initialize(rng), ...); }, layers_);
