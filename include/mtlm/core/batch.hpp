@@ -23,6 +23,10 @@ struct Batch {
   std::vector<TokenId> tokens;     ///< batch_size * max_length ids, sequence-major
   std::vector<Index> lengths;      ///< real length of each sequence, 1 <= length <= max_length
   TokenId pad_id = 0;
+  /// Optional character ids of every word, for character-aware layers: a column-major
+  /// (char_width x B*T) block, entry chars[column * char_width + k]; empty when unused.
+  Index char_width = 0;
+  std::vector<TokenId> chars;
 
   Index columns() const { return batch_size * max_length; }
   Index column(Index b, Index t) const { return b * max_length + t; }
@@ -32,6 +36,9 @@ struct Batch {
   /// Number of real (non-padding) tokens.
   Index token_count() const {
     Index n = 0;
+    if (!chars.empty() && static_cast<Index>(chars.size()) != char_width * columns())
+      throw ShapeError("mtlm: Batch: " + std::to_string(chars.size()) + " character ids, expected " +
+                       std::to_string(char_width) + " x " + std::to_string(columns()));
     for (Index len : lengths) n += len;
     return n;
   }
@@ -81,6 +88,9 @@ struct Batch {
     if (!tokens.empty() && static_cast<Index>(tokens.size()) != columns())
       throw ShapeError("mtlm: Batch: " + std::to_string(tokens.size()) + " tokens, expected " +
                        std::to_string(columns()));
+    if (!chars.empty() && static_cast<Index>(chars.size()) != char_width * columns())
+      throw ShapeError("mtlm: Batch: " + std::to_string(chars.size()) + " character ids, expected " +
+                       std::to_string(char_width) + " x " + std::to_string(columns()));
     for (Index len : lengths)
       if (len < 1 || len > max_length)
         throw ShapeError("mtlm: Batch: sequence length " + std::to_string(len) +
