@@ -18,4 +18,15 @@
 #include "mtlm/layers/activation.hpp"
 #include "mtlm/layers/linear.hpp"
 
+#include "mtlm/losses/bce.hpp"
+#include "mtlm/losses/cross_entropy.hpp"
+#include "mtlm/losses/mse.hpp"
+#include "mtlm/losses/reduction.hpp"
+
 #include "mtlm/model/sequential.hpp"
+
+#include "mtlm/optim/adam.hpp"
+#include "mtlm/optim/clipping.hpp"
+#include "mtlm/optim/schedule.hpp"
+#include "mtlm/optim/sgd.hpp"
+#include "mtlm/optim/state.hpp"

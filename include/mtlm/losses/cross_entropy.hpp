@@ -1,0 +1,198 @@
+// @brief Softmax cross-entropy over the classes of each column: the loss of sequence
+// classification (a column per example), token tagging and language modelling (a column per
+// token). Targets equal to ignore_index count for nothing, so padding and examples that lack
+// this task's label share a batch with labelled ones.
+//
+// Contract: forward(logits (C x N), N targets in [0, C) or ignore_index) returns the reduced
+// loss and caches the unreduced gradient (C x N, zero at ignored columns, whose logits are never
+// read); it keeps no view of its arguments. backward(scale) returns scale * dL/dlogits (C x N)
+// and may be called again with another scale. Semantics are PyTorch's F.cross_entropy: with
+// class weights w (all 1 without) and smoothing e, a column with target y costs
+// -sum_c a_c log softmax(z)_c where a = (1 - e) w_y onehot(y) + (e / C) w; mean divides the sum
+// by sum_n w_{y_n} over counted columns. Unlike PyTorch, nothing counted gives 0, not NaN.
+#pragma once
+
+#include "mtlm/backend/cpu.hpp"
+#include "mtlm/core/error.hpp"
+#include "mtlm/core/matrix.hpp"
+#include "mtlm/losses/reduction.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mtlm {
+
+struct CrossEntropyOptions {
+  /// Columns whose target equals this value add no loss and get a zero gradient.
+  std::int32_t ignore_index = -100;
+  /// e in [0, 1]: the target distribution is (1 - e) onehot(y) + e / C (PyTorch semantics).
+  double label_smoothing = 0.0;
+  /// One weight per class (empty: all 1); the mean becomes a weighted mean, as in PyTorch.
+  std::vector<double> class_weights{};
+  Reduction reduction = Reduction::mean;
+};
+
+// CPU kernels --------------------------------------------------------------------------------
+namespace backend {
+
+struct CrossEntropyTotals {
+  double loss = 0;    ///< summed loss of the counted columns
+  double weight = 0;  ///< summed class weight of their targets (their number without weights)
+  Index counted = 0;  ///< columns whose target is not ignore_index
+};
+
+/// One pass per column: max subtraction, log-sum-exp, loss, and the unreduced gradient
+/// sum(a) softmax(z) - a into `gradient` (zero at ignored columns). `class_weights` is C x 1, or
+/// empty for uniform weights. Targets are assumed valid (the loss checks them).
+template <class S>
+CrossEntropyTotals softmax_cross_entropy_forward(Cpu, In<S> logits,
+                                                 std::span<const std::int32_t> targets,
+                                                 std::int32_t ignore_index, S smoothing,
+                                                 In<S> class_weights, MatrixView<S> gradient) {
+  CrossEntropyTotals totals;
+  const auto Z = Cpu::eigen(logits);
+  auto G = Cpu::eigen(gradient);
+  const bool weighted = class_weights.rows > 0;
+  const auto W = Cpu::eigen(class_weights);
+  const S uniform_share = smoothing / static_cast<S>(logits.rows);
+  const S weight_sum = weighted ? W.sum() : static_cast<S>(logits.rows);
+  for (Index j = 0; j < logits.cols; ++j) {
+    auto g = G.col(j);
+    const std::int32_t y = targets[static_cast<std::size_t>(j)];
+    if (y == ignore_index) {
+      g.setZero();
+      continue;
+    }
+    const auto z = Z.col(j);
+    const S max = z.maxCoeff();
+    g = (z.array() - max).exp().matrix();
+    const S sum = g.sum();
+    const S log_sum_exp = max + std::log(sum);
+    g /= sum;
+    const S target_weight = weighted ? W(y, 0) : S(1);
+    const S target_share = (S(1) - smoothing) * target_weight;
+    double loss = static_cast<double>(target_share) * static_cast<double>(log_sum_exp - z(y));
+    if (smoothing > S(0)) {
+      if (weighted) {
+        loss += static_cast<double>(uniform_share) *
+                static_cast<double>((W.col(0).array() * (log_sum_exp - z.array())).sum());
+        g *= target_share + uniform_share * weight_sum;
+        g -= uniform_share * W.col(0);
+      } else {
+        loss += static_cast<double>(uniform_share) *
+                static_cast<double>((log_sum_exp - z.array()).sum());
+        g *= target_share + uniform_share * weight_sum;
+        g.array() -= uniform_share;
+      }
+    } else {
+      g *= target_share;
+    }
+    g(y) -= target_share;
+    totals.loss += loss;
+    totals.weight += static_cast<double>(target_weight);
+    ++totals.counted;
+  }
+  return totals;
+}
+
+/// Index of the largest entry of every column (the first one on ties).
+template <class S>
+void argmax_columns(Cpu, ConstView<S> x, std::span<std::int32_t> out) {
+  const auto X = Cpu::eigen(x);
+  for (Index j = 0; j < x.cols; ++j) {
+    Index best = 0;
+    X.col(j).maxCoeff(&best);
+    out[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(best);
+  }
+}
+
+}  // namespace backend
+
+template <class S = float, class B = Cpu>
+  requires Backend<B>
+class SoftmaxCrossEntropy {
+ public:
+  using Scalar = S;
+  using BackendType = B;
+
+  explicit SoftmaxCrossEntropy(CrossEntropyOptions options = {}) : options_(std::move(options)) {
+    if (!(options_.label_smoothing >= 0.0 && options_.label_smoothing <= 1.0))
+      throw Error("mtlm: SoftmaxCrossEntropy: label_smoothing must lie in [0, 1], got " +
+                  std::to_string(options_.label_smoothing));
+    detail::check_non_negative(options_.class_weights, "SoftmaxCrossEntropy class weight");
+    if (!options_.class_weights.empty()) {
+      const std::vector<S> host(options_.class_weights.begin(), options_.class_weights.end());
+      class_weights_.resize(static_cast<Index>(host.size()), 1);
+      B::upload(host.data(), class_weights_.view());
+    }
+  }
+
+  /// Returns the reduced loss of `logits` (C x N) against `targets` (N entries).
+  S forward(ConstView<S> logits, std::span<const std::int32_t> targets) {
+    check(logits, targets);
+    gradient_.resize(logits.rows, logits.cols);
+    const auto totals = softmax_cross_entropy_forward(
+        B{}, logits, targets, options_.ignore_index, static_cast<S>(options_.label_smoothing),
+        class_weights_.view(), gradient_.view());
+    counted_ = totals.counted;
+    weight_total_ = totals.weight;
+    factor_ = detail::reduction_factor(options_.reduction, totals.weight);
+    return static_cast<S>(totals.loss * factor_);
+  }
+
+  /// scale * dL/dlogits for the last forward (C x N); zero columns where the target was ignored.
+  const Matrix<S, B>& backward(S scale = S(1)) {
+    dlogits_.resize(gradient_.rows(), gradient_.cols());
+    B::copy(gradient_.view(), dlogits_.view());
+    B::scale(dlogits_.view(), static_cast<S>(factor_ * static_cast<double>(scale)));
+    return dlogits_;
+  }
+
+  /// Number of columns of the last forward whose target was not ignore_index.
+  Index counted() const { return counted_; }
+  /// What the mean divided by: counted() without class weights, their sum over targets with.
+  double weight_total() const { return weight_total_; }
+  const CrossEntropyOptions& options() const { return options_; }
+
+  /// The predicted class of every column of `logits` (C x N) into `out` (N entries).
+  static void argmax(ConstView<S> logits, std::span<std::int32_t> out) {
+    if (static_cast<Index>(out.size()) != logits.cols)
+      throw ShapeError("mtlm: SoftmaxCrossEntropy::argmax: " + std::to_string(out.size()) +
+                       " outputs for " + std::to_string(logits.cols) + " columns");
+    if (logits.rows < 1 && logits.cols > 0)
+      throw ShapeError("mtlm: SoftmaxCrossEntropy::argmax: logits have no rows");
+    argmax_columns(B{}, logits, out);
+  }
+
+ private:
+  void check(ConstView<S> logits, std::span<const std::int32_t> targets) const {
+    if (static_cast<Index>(targets.size()) != logits.cols)
+      throw ShapeError("mtlm: SoftmaxCrossEntropy: " + std::to_string(targets.size()) +
+                       " targets for " + std::to_string(logits.cols) + " logit columns");
+    if (class_weights_.rows() > 0 && class_weights_.rows() != logits.rows)
+      throw ShapeError("mtlm: SoftmaxCrossEntropy: " + std::to_string(class_weights_.rows()) +
+                       " class weights for " + std::to_string(logits.rows) + " classes");
+    for (std::size_t j = 0; j < targets.size(); ++j) {
+      const std::int32_t y = targets[j];
+      if (y != options_.ignore_index && (y < 0 || y >= logits.rows))
+        throw ShapeError("mtlm: SoftmaxCrossEntropy: target " + std::to_string(y) +
+                         " at column " + std::to_string(j) + " is outside [0, " +
+                         std::to_string(logits.rows) + ") and is not ignore_index " +
+                         std::to_string(options_.ignore_index));
+    }
+  }
+
+  CrossEntropyOptions options_;
+  Matrix<S, B> class_weights_;  ///< C x 1, empty for uniform weights
+  Matrix<S, B> gradient_;       ///< unreduced gradient of the last forward
+  Matrix<S, B> dlogits_;
+  double factor_ = 0.0;
+  double weight_total_ = 0.0;
+  Index counted_ = 0;
+};
+
+}  // namespace mtlm
