@@ -16,7 +16,10 @@
 #include "mtlm/backend/cpu.hpp"
 
 #include "mtlm/layers/activation.hpp"
+#include "mtlm/layers/dropout.hpp"
+#include "mtlm/layers/embedding.hpp"
 #include "mtlm/layers/linear.hpp"
+#include "mtlm/layers/pooling.hpp"
 
 #include "mtlm/losses/bce.hpp"
 #include "mtlm/losses/cross_entropy.hpp"
