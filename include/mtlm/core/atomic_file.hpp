@@ -12,7 +12,7 @@
 #include <string>
 #include <system_error>
 
-namespace mtlm::io {
+namespace mtlm {
 
 /// Calls write(stream) on a temporary file, then renames it to `path`.
 inline void write_atomically(const std::filesystem::path& path,
@@ -25,10 +25,12 @@ inline void write_atomically(const std::filesystem::path& path,
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
       if (!out) throw Error("mtlm: cannot open " + tmp.string() + " for writing");
       write(out);
-      out.flush();
+      out.close();  // explicitly: a failed flush on close must not go unnoticed
       if (!out) throw Error("mtlm: writing " + tmp.string() + " failed");
     }
-    fs::rename(tmp, path);
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    if (ec) throw Error("mtlm: cannot rename " + tmp.string() + " to " + path.string() + ": " + ec.message());
   } catch (...) {
     std::error_code ignored;
     fs::remove(tmp, ignored);
@@ -36,4 +38,4 @@ inline void write_atomically(const std::filesystem::path& path,
   }
 }
 
-}  // namespace mtlm::io
+}  // namespace mtlm

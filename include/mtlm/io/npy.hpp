@@ -3,7 +3,7 @@
 #pragma once
 
 #include "mtlm/core/matrix.hpp"
-#include "mtlm/io/atomic_file.hpp"
+#include "mtlm/core/atomic_file.hpp"
 
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xarray.hpp>

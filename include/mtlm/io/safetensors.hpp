@@ -9,7 +9,7 @@
 
 #include "mtlm/core/error.hpp"
 #include "mtlm/core/param.hpp"
-#include "mtlm/io/atomic_file.hpp"
+#include "mtlm/core/atomic_file.hpp"
 #include "mtlm/io/json.hpp"
 
 #include <algorithm>
