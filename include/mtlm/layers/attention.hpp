@@ -1,0 +1,241 @@
+// @brief Multi-head scaled dot-product self-attention, as PyTorch's nn.MultiheadAttention with
+// query = key = value: every token mixes the value vectors of the tokens of its own sequence,
+// weighted by softmax(q . k / sqrt(D / Heads)), in Heads independent subspaces.
+//
+// Contract: forward takes x (D x B*T, one column per token) and returns y (D x B*T).
+//   [q; k; v] = in_proj_weight x + in_proj_bias           one GEMM over all tokens (3D x B*T)
+//   per sequence b and head h (rows h*dh.. of q, k, v; columns b*T..b*T+len-1, dh = D / Heads):
+//     P = softmax over keys of (k^T q) / sqrt(dh)          len x len, column i = query i
+//     context = v P
+//   y = out_proj_weight context + out_proj_bias, 0 at padding columns.
+// Keys at padding positions are excluded (PyTorch's key_padding_mask); with Causal, query t
+// also ignores keys after t (PyTorch's attn_mask = triu(-inf, 1)). Cached for backward: a view
+// of x, [q; k; v], every P and the context. backward adds the gradients of the four parameters
+// and returns dx; the output gradient at padding columns is ignored and dx there is 0.
+#pragma once
+
+#include "mtlm/backend/cpu.hpp"
+#include "mtlm/core/batch.hpp"
+#include "mtlm/core/dims.hpp"
+#include "mtlm/core/param.hpp"
+#include "mtlm/layers/detail/padding.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace mtlm {
+
+// CPU kernels
+namespace backend {
+
+/// Column-wise softmax in place: column j holds the scores of query j over the keys (rows).
+/// With `causal`, key i is visible to query j only when i <= j; hidden entries become exactly 0.
+template <class S>
+void attention_softmax_forward(Cpu, MatrixView<S> scores, bool causal) {
+  auto P = Cpu::eigen(scores);
+  const Index keys = scores.rows;
+  for (Index j = 0; j < scores.cols; ++j) {
+    const Index visible = causal ? std::min(j + 1, keys) : keys;
+    auto col = P.col(j).head(visible);
+    const S top = col.maxCoeff();
+    col.array() = (col.array() - top).exp();
+    col *= S(1) / col.sum();
+    if (visible < keys) P.col(j).tail(keys - visible).setZero();
+  }
+}
+
+/// In place: grad holds dL/dP on entry and dL/dscores on exit, per column
+/// dS = P .* (dP - <P, dP>). Hidden entries have P = 0 and so get exactly 0.
+template <class S>
+void attention_softmax_backward(Cpu, In<S> probs, MatrixView<S> grad) {
+  const auto P = Cpu::eigen(probs);
+  auto G = Cpu::eigen(grad);
+  for (Index j = 0; j < grad.cols; ++j) {
+    const S inner = P.col(j).dot(G.col(j));
+    G.col(j).array() = P.col(j).array() * (G.col(j).array() - inner);
+  }
+}
+
+}  // namespace backend
+
+/// Causal picks the mask at compile time (a language-model trunk is causal by construction, and
+/// Sequential default-constructs its layers); use the aliases below.
+template <Index D, Index Heads, bool Causal, class S = float, class B = Cpu>
+  requires Dimension<D> && (Heads > 0) && Backend<B>
+class BasicMultiHeadSelfAttention {
+  static_assert(D == Dynamic || D % Heads == 0,
+                "mtlm: MultiHeadSelfAttention: the model dimension D must be a multiple of the "
+                "number of heads (each head works on D / Heads features)");
+
+ public:
+  using Scalar = S;
+  using BackendType = B;
+  static constexpr Index input_dim = D;
+  static constexpr Index output_dim = D;
+  static constexpr Index heads = Heads;
+  static constexpr bool causal = Causal;
+
+  explicit BasicMultiHeadSelfAttention(Index dim = D)
+      : dim_(resolve_dim(D, dim, "MultiHeadSelfAttention dimension")),
+        head_dim_(dim_ / Heads),
+        in_proj_weight_(3 * dim_, dim_),
+        in_proj_bias_(3 * dim_, 1),
+        out_proj_weight_(dim_, dim_),
+        out_proj_bias_(dim_, 1) {
+    if (dim_ % Heads != 0)
+      throw ShapeError("mtlm: MultiHeadSelfAttention: dimension " + std::to_string(dim_) +
+                       " is not a multiple of the " + std::to_string(Heads) + " heads");
+  }
+
+  /// As PyTorch: Xavier-uniform over the packed (3D x D) projection, U(-1/sqrt(D), 1/sqrt(D))
+  /// for the output projection, zero biases.
+  void initialize(Rng& rng) {
+    in_proj_weight_.initialize(init::XavierUniform{}, dim_, 3 * dim_, rng);
+    in_proj_bias_.initialize(init::Constant{0.0}, dim_, 3 * dim_, rng);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(dim_));
+    out_proj_weight_.initialize(init::Uniform{-bound, bound}, dim_, dim_, rng);
+    out_proj_bias_.initialize(init::Constant{0.0}, dim_, dim_, rng);
+  }
+
+  const Matrix<S, B>& forward(ConstView<S> x, const Batch& batch, Mode = Mode::train) {
+    check(x.rows, x.cols, batch, "input");
+    input_ = x;
+    const Index n = x.cols, T = batch.max_length;
+    qkv_.resize(3 * dim_, n);
+    B::gemm(Transpose::no, Transpose::no, S(1), in_proj_weight_.value.view(), x, S(0), qkv_.view());
+    B::add_bias(in_proj_bias_.value.view(), qkv_.view());
+
+    probs_.resize(T, T * batch.batch_size * Heads);
+    context_.resize(dim_, n);
+    const S scale = S(1) / std::sqrt(static_cast<S>(head_dim_));
+    for (Index b = 0; b < batch.batch_size; ++b) {
+      const Index len = batch.lengths[static_cast<std::size_t>(b)];
+      for (Index h = 0; h < Heads; ++h) {
+        const auto q = head_view(qkv_.view(), 0, h, b, T, len);
+        const auto k = head_view(qkv_.view(), 1, h, b, T, len);
+        const auto v = head_view(qkv_.view(), 2, h, b, T, len);
+        const auto p = prob_view(b, h, T, len);
+        B::gemm(Transpose::yes, Transpose::no, scale, k, q, S(0), p);
+        backend::attention_softmax_forward(B{}, p, Causal);
+        B::gemm(Transpose::no, Transpose::no, S(1), v, ConstView<S>(p), S(0),
+                head_view(context_.view(), 0, h, b, T, len));
+      }
+    }
+    detail::zero_padding<B>(context_.view(), batch);
+
+    y_.resize(dim_, n);
+    B::gemm(Transpose::no, Transpose::no, S(1), out_proj_weight_.value.view(),
+            context_.view(), S(0), y_.view());
+    B::add_bias(out_proj_bias_.value.view(), y_.view());
+    detail::zero_padding<B>(y_.view(), batch);
+    return y_;
+  }
+
+  const Matrix<S, B>& backward(ConstView<S> dy, const Batch& batch) {
+    check(dy.rows, dy.cols, batch, "output gradient");
+    if (dy.cols != context_.cols())
+      throw ShapeError("mtlm: MultiHeadSelfAttention output gradient has " +
+                       std::to_string(dy.cols) + " columns, forward saw " +
+                       std::to_string(context_.cols()));
+    const Index n = dy.cols, T = batch.max_length;
+    // The context is 0 at padding columns, so dy there drops out of the weight gradient; the
+    // bias gradient and d context must skip those columns explicitly.
+    B::gemm(Transpose::no, Transpose::yes, S(1), dy, context_.view(), S(1),
+            out_proj_weight_.grad.view());
+    detail::for_each_real_run(batch, n, [&](Index first, Index count) {
+      B::sum_columns(dy.middle_cols(first, count), S(1), out_proj_bias_.grad.view());
+    });
+    d_context_.resize(dim_, n);
+    B::gemm(Transpose::yes, Transpose::no, S(1), out_proj_weight_.value.view(), dy, S(0),
+            d_context_.view());
+
+    d_qkv_.resize(3 * dim_, n);
+    d_probs_.resize(T, T);
+    const S scale = S(1) / std::sqrt(static_cast<S>(head_dim_));
+    for (Index b = 0; b < batch.batch_size; ++b) {
+      const Index len = batch.lengths[static_cast<std::size_t>(b)];
+      for (Index h = 0; h < Heads; ++h) {
+        const ConstView<S> q = head_view(qkv_.view(), 0, h, b, T, len);
+        const ConstView<S> k = head_view(qkv_.view(), 1, h, b, T, len);
+        const ConstView<S> v = head_view(qkv_.view(), 2, h, b, T, len);
+        const ConstView<S> p = prob_view(b, h, T, len);
+        const ConstView<S> d_out = head_view(d_context_.view(), 0, h, b, T, len);
+        const auto dp = d_probs_.view().middle_rows(0, len).middle_cols(0, len);
+        // context = v P:  dv = d_out P^T,  dP = v^T d_out
+        B::gemm(Transpose::no, Transpose::yes, S(1), d_out, p, S(0),
+                head_view(d_qkv_.view(), 2, h, b, T, len));
+        B::gemm(Transpose::yes, Transpose::no, S(1), v, d_out, S(0), dp);
+        backend::attention_softmax_backward(B{}, p, dp);
+        // scores = scale k^T q:  dq = scale k dS,  dk = scale q dS^T
+        B::gemm(Transpose::no, Transpose::no, scale, k, ConstView<S>(dp), S(0),
+                head_view(d_qkv_.view(), 0, h, b, T, len));
+        B::gemm(Transpose::no, Transpose::yes, scale, q, ConstView<S>(dp), S(0),
+                head_view(d_qkv_.view(), 1, h, b, T, len));
+      }
+    }
+    detail::zero_padding<B>(d_qkv_.view(), batch);
+
+    B::gemm(Transpose::no, Transpose::yes, S(1), d_qkv_.view(), input_, S(1),
+            in_proj_weight_.grad.view());
+    B::sum_columns(d_qkv_.view(), S(1), in_proj_bias_.grad.view());
+    dx_.resize(dim_, n);
+    B::gemm(Transpose::yes, Transpose::no, S(1), in_proj_weight_.value.view(), d_qkv_.view(),
+            S(0), dx_.view());
+    return dx_;
+  }
+
+  template <class F>
+  void for_each_param(F&& f) {
+    f("in_proj_weight", in_proj_weight_);
+    f("in_proj_bias", in_proj_bias_);
+    f("out_proj_weight", out_proj_weight_);
+    f("out_proj_bias", out_proj_bias_);
+  }
+
+  Index dim() const { return dim_; }
+  Index head_dim() const { return head_dim_; }
+  Param<S, B>& in_proj_weight() { return in_proj_weight_; }
+  Param<S, B>& in_proj_bias() { return in_proj_bias_; }
+  Param<S, B>& out_proj_weight() { return out_proj_weight_; }
+  Param<S, B>& out_proj_bias() { return out_proj_bias_; }
+
+ private:
+  void check(Index rows, Index cols, const Batch& batch, const char* what) const {
+    if (rows != dim_)
+      throw ShapeError("mtlm: MultiHeadSelfAttention " + std::string(what) + " has " +
+                       std::to_string(rows) + " rows, expected " + std::to_string(dim_));
+    if (cols != batch.columns() || batch.max_length <= 0)
+      throw ShapeError("mtlm: MultiHeadSelfAttention needs one column per token: " +
+                       std::string(what) + " has " + std::to_string(cols) +
+                       " columns, the batch has " + std::to_string(batch.columns()));
+  }
+
+  /// Rows of part (0 q, 1 k, 2 v) and head h, real columns of sequence b: (dh x len), a
+  /// strided view of a (k * D x B*T) matrix.
+  MatrixView<S> head_view(MatrixView<S> m, Index part, Index h, Index b, Index T,
+                          Index len) const {
+    return m.middle_rows(part * dim_ + h * head_dim_, head_dim_).middle_cols(b * T, len);
+  }
+
+  /// The (len x len) probabilities of sequence b and head h, inside a (T x T) block.
+  MatrixView<S> prob_view(Index b, Index h, Index T, Index len) {
+    return probs_.view().middle_cols((b * Heads + h) * T, len).middle_rows(0, len);
+  }
+
+  Index dim_, head_dim_;
+  Param<S, B> in_proj_weight_, in_proj_bias_, out_proj_weight_, out_proj_bias_;
+  ConstView<S> input_;
+  Matrix<S, B> qkv_, probs_, context_, y_;
+  Matrix<S, B> d_context_, d_qkv_, d_probs_, dx_;
+};
+
+/// Bidirectional self-attention: every token sees every real token of its sequence.
+template <Index D, Index Heads, class S = float, class B = Cpu>
+using MultiHeadSelfAttention = BasicMultiHeadSelfAttention<D, Heads, false, S, B>;
+
+/// Causal self-attention: token t sees tokens 0..t only (language modelling).
+template <Index D, Index Heads, class S = float, class B = Cpu>
+using CausalSelfAttention = BasicMultiHeadSelfAttention<D, Heads, true, S, B>;
+
+}  // namespace mtlm
