@@ -2,6 +2,7 @@
 // (include <mtlm/backend/cuda.hpp> for that).
 #pragma once
 
+#include "mtlm/core/atomic_file.hpp"
 #include "mtlm/core/batch.hpp"
 #include "mtlm/core/config.hpp"
 #include "mtlm/core/dims.hpp"
@@ -15,21 +16,61 @@
 #include "mtlm/backend/backend.hpp"
 #include "mtlm/backend/cpu.hpp"
 
+#include "mtlm/data/batcher.hpp"
+#include "mtlm/data/char_features.hpp"
+#include "mtlm/data/readers.hpp"
+#include "mtlm/data/text_io.hpp"
+#include "mtlm/data/tokenizer.hpp"
+#include "mtlm/data/utf8.hpp"
+#include "mtlm/data/vocab.hpp"
+
 #include "mtlm/layers/activation.hpp"
+#include "mtlm/layers/attention.hpp"
 #include "mtlm/layers/dropout.hpp"
 #include "mtlm/layers/embedding.hpp"
+#include "mtlm/layers/gru.hpp"
+#include "mtlm/layers/layer_norm.hpp"
 #include "mtlm/layers/linear.hpp"
+#include "mtlm/layers/lstm.hpp"
 #include "mtlm/layers/pooling.hpp"
+#include "mtlm/layers/positional.hpp"
+#include "mtlm/layers/recurrent.hpp"
+#include "mtlm/layers/rnn.hpp"
+#include "mtlm/layers/transformer_block.hpp"
 
 #include "mtlm/losses/bce.hpp"
 #include "mtlm/losses/cross_entropy.hpp"
 #include "mtlm/losses/mse.hpp"
 #include "mtlm/losses/reduction.hpp"
 
+#include "mtlm/metrics/classification.hpp"
+#include "mtlm/metrics/exact_match.hpp"
+#include "mtlm/metrics/perplexity.hpp"
+#include "mtlm/metrics/span_f1.hpp"
+
+#include "mtlm/heads/lm_head.hpp"
+#include "mtlm/heads/multi_label.hpp"
+#include "mtlm/heads/pooled_projection.hpp"
+#include "mtlm/heads/regression.hpp"
+#include "mtlm/heads/sequence_classifier.hpp"
+#include "mtlm/heads/token_tagger.hpp"
+
+#include "mtlm/model/loss_weighting.hpp"
+#include "mtlm/model/multitask.hpp"
 #include "mtlm/model/sequential.hpp"
+#include "mtlm/model/task.hpp"
 
 #include "mtlm/optim/adam.hpp"
 #include "mtlm/optim/clipping.hpp"
 #include "mtlm/optim/schedule.hpp"
 #include "mtlm/optim/sgd.hpp"
 #include "mtlm/optim/state.hpp"
+
+#include "mtlm/io/json.hpp"
+#include "mtlm/io/npy.hpp"
+#include "mtlm/io/safetensors.hpp"
+
+#include "mtlm/train/checkpoint.hpp"
+#include "mtlm/train/progress.hpp"
+#include "mtlm/train/sampler.hpp"
+#include "mtlm/train/trainer.hpp"

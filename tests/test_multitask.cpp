@@ -1,0 +1,235 @@
+// Multi-task composition: heads, the combined loss's gradient for whole models, missing
+// targets, tied weights, learned loss weighting, and a toy task pair learned end to end.
+#include <doctest/doctest.h>
+
+#include <mtlm/heads/lm_head.hpp>
+#include <mtlm/heads/multi_label.hpp>
+#include <mtlm/heads/regression.hpp>
+#include <mtlm/heads/sequence_classifier.hpp>
+#include <mtlm/heads/token_tagger.hpp>
+#include <mtlm/layers/embedding.hpp>
+#include <mtlm/model/multitask.hpp>
+#include <mtlm/model/sequential.hpp>
+#include <mtlm/mtlm.hpp>
+#include <mtlm/optim/adam.hpp>
+#include <mtlm/testing/gradient_check.hpp>
+
+#include <map>
+#include <ratio>
+#include <string>
+#include <vector>
+
+using namespace mtlm;
+
+namespace {
+
+constexpr Index vocab = 11;
+
+template <class S>
+using Trunk = Sequential<Embedding<Dynamic, 4, S>, Linear<4, 8, S>, Tanh<Dynamic, S>>;
+
+template <class S>
+using ThreeHeads = MultiTask<
+    Trunk<S>,
+    Task<"intent", SequenceClassifier<8, Dynamic, PoolingKind::max, 5, S>>,
+    Task<"slots", TokenTagger<8, Dynamic, S>, std::ratio<3, 2>>,
+    Task<"lm", LanguageModelHead<8, Dynamic, LmDirection::both_directions, true, S>, std::ratio<1, 2>>>;
+
+template <class S>
+ThreeHeads<S> make_three_heads() {
+  return ThreeHeads<S>(Trunk<S>(Embedding<Dynamic, 4, S>(vocab)),
+                       SequenceClassifier<8, Dynamic, PoolingKind::max, 5, S>(3),
+                       TokenTagger<8, Dynamic, S>(4), LanguageModelHead<8, Dynamic, LmDirection::both_directions, true, S>(vocab));
+}
+
+Batch padded_batch() {
+  const std::vector<std::vector<TokenId>> seqs{{1, 2, 3, 4}, {5, 6}, {7, 8, 9}};
+  return Batch::from_sequences(seqs);
+}
+
+/// Checks every parameter gradient of model.forward_backward(...).total.
+template <class M>
+testing::GradientReport check_model(M& model, const Batch& batch, const typename M::Targets& targets) {
+  zero_gradients(model);
+  model.forward_backward(batch, targets);
+  std::vector<std::pair<std::string, testing::HostMatrix>> grads;
+  model.for_each_param([&](std::string_view n, auto& p) { grads.emplace_back(std::string(n), p.grad); });
+  auto loss = [&] { return model.forward_backward(batch, targets).total; };
+  testing::GradientReport report;
+  std::size_t k = 0;
+  model.for_each_param([&](std::string_view, auto& p) {
+    const auto& [name, grad] = grads[k++];
+    report.merge(testing::compare_gradient(std::span<double>(p.value.data(), p.value.size()),
+                                           std::span<const double>(grad.data(), grad.size()), loss, name));
+  });
+  return report;
+}
+
+}  // namespace
+
+TEST_CASE("MultiTask: the combined loss's gradient matches finite differences (3 heads)") {
+  Rng rng(1);
+  auto model = make_three_heads<double>();
+  model.initialize(rng);
+  const Batch batch = padded_batch();
+  ThreeHeads<double>::Targets targets;
+  targets.set<"intent">({2, -100, 0});  // the second sequence lacks an intent
+  targets.set<"slots">({{0, 1, 2, 3}, {3, -100}, {1, 1, 0}});
+  targets.set<"lm">({});
+
+  std::vector<std::string> names;
+  model.for_each_param([&](std::string_view n, auto&) { names.emplace_back(n); });
+  CHECK(names == std::vector<std::string>{"trunk.0.weight", "trunk.1.weight", "trunk.1.bias",
+                                          "intent.hidden.weight", "intent.hidden.bias",
+                                          "intent.output.weight", "intent.output.bias",
+                                          "slots.output.weight", "slots.output.bias", "lm.bias",
+                                          "lm.bias_backward"});
+
+  const auto report = check_model(model, batch, targets);
+  INFO(report.worst);
+  CHECK(report.checked == count_parameters(model));
+  CHECK(report.max_error < 1e-6);
+
+  // The total is the weighted sum of the task losses.
+  const auto losses = model.forward_backward(batch, targets);
+  CHECK(losses.total == doctest::Approx(losses.task[0] + 1.5 * losses.task[1] + 0.5 * losses.task[2]));
+  CHECK(ThreeHeads<double>::task_weights[2] == 0.5);
+}
+
+TEST_CASE("MultiTask: a task without targets adds no loss and no gradient") {
+  Rng rng(2);
+  auto model = make_three_heads<double>();
+  model.initialize(rng);
+  const Batch batch = padded_batch();
+  ThreeHeads<double>::Targets targets;
+  targets.set<"slots">({{0, 1, 2, 3}, {3, 2}, {1, 1, 0}});
+  zero_gradients(model);
+  const auto losses = model.forward_backward(batch, targets);
+  CHECK_FALSE(losses.present[0]);
+  CHECK(losses.present[1]);
+  CHECK(losses.total == doctest::Approx(1.5 * losses.task[1]));
+  double intent_grad = 0, trunk_grad = 0;
+  model.for_each_param([&](std::string_view n, auto& p) {
+    double s = 0;
+    for (Index i = 0; i < p.size(); ++i) s += std::abs(p.grad.data()[i]);
+    if (n.starts_with("intent.")) intent_grad += s;
+    if (n.starts_with("trunk.")) trunk_grad += s;
+  });
+  CHECK(intent_grad == 0.0);
+  CHECK(trunk_grad > 0.0);
+
+  const auto report = check_model(model, batch, targets);
+  INFO(report.worst);
+  CHECK(report.max_error < 1e-6);
+}
+
+TEST_CASE("MultiTask: multi-label and regression heads, learned uncertainty weighting") {
+  using Model = UncertaintyWeightedMultiTask<
+      Sequential<Embedding<Dynamic, 4, double>, Linear<4, 6, double>, Tanh<Dynamic, double>>,
+      Task<"topics", MultiLabelClassifier<6, 3, PoolingKind::mean, 0, double>>,
+      Task<"score", SequenceRegressor<6, 2, PoolingKind::last, 4, double>, std::ratio<2>>,
+      Task<"next", LanguageModelHead<6, Dynamic, LmDirection::next_token, false, double>>>;
+  Rng rng(3);
+  using Trunk6 = Sequential<Embedding<Dynamic, 4, double>, Linear<4, 6, double>, Tanh<Dynamic, double>>;
+  Model model{Trunk6(Embedding<Dynamic, 4, double>(vocab)),
+              MultiLabelClassifier<6, 3, PoolingKind::mean, 0, double>(),
+              SequenceRegressor<6, 2, PoolingKind::last, 4, double>(),
+              LanguageModelHead<6, Dynamic, LmDirection::next_token, false, double>(vocab)};
+  model.initialize(rng);
+  // Start away from s = 0 so the weighting's gradient is not trivially symmetric.
+  model.for_each_param([&](std::string_view n, auto& p) {
+    if (n == "loss_weighting.log_variance")
+      for (Index i = 0; i < p.size(); ++i) p.value.data()[i] = 0.3 * double(i) - 0.2;
+  });
+  const Batch batch = padded_batch();
+  Model::Targets targets;
+  targets.set<"topics">({std::vector<std::int32_t>{0, 2}, std::nullopt, std::vector<std::int32_t>{}});
+  targets.set<"score">({std::vector<double>{0.5, -1.0}, std::vector<double>{2.0, 0.0}, std::nullopt});
+  targets.set<"next">({});
+  const auto report = check_model(model, batch, targets);
+  INFO(report.worst);
+  CHECK(report.checked == count_parameters(model));
+  CHECK(report.max_error < 1e-6);
+}
+
+TEST_CASE("MultiTask: heads by name, tied weights survive copies") {
+  Rng rng(4);
+  auto model = make_three_heads<float>();
+  model.initialize(rng);
+  CHECK(model.head<"intent">().classes() == 3);
+  CHECK(model.head<"slots">().tags() == 4);
+  CHECK(model.head<"lm">().vocab_size() == vocab);
+
+  auto copy = model;
+  const Batch batch = padded_batch();
+  model.forward(batch);
+  copy.forward(batch);
+  CHECK(copy.head<"lm">().logits()(3, 2) == model.head<"lm">().logits()(3, 2));
+  // Changing the copy's embedding changes the copy's tied head only.
+  copy.trunk().layer<0>().weight().value(0, 3) += 1.0f;
+  model.forward(batch);
+  copy.forward(batch);
+  CHECK(copy.head<"lm">().logits()(3, 2) != model.head<"lm">().logits()(3, 2));
+}
+
+TEST_CASE("MultiTask: a toy model learns a synthetic task pair to near-perfect accuracy") {
+  // Sequence task: does the sequence contain token 3? Token task: is the token id even?
+  using Model = MultiTask<Sequential<Embedding<Dynamic, 16>, Linear<16, 16>, Tanh<>>,
+                          Task<"has3", SequenceClassifier<16, 2, PoolingKind::max>>,
+                          Task<"even", TokenTagger<16, 2>>>;
+  Rng rng(5);
+  Model model{Sequential<Embedding<Dynamic, 16>, Linear<16, 16>, Tanh<>>(Embedding<Dynamic, 16>(vocab)),
+              SequenceClassifier<16, 2, PoolingKind::max>(), TokenTagger<16, 2>()};
+  model.initialize(rng);
+  Adam<float> adam({.lr = 0.02});
+
+  auto make = [&](Rng& r, int count) {
+    std::vector<std::vector<TokenId>> seqs;
+    for (int i = 0; i < count; ++i) {
+      std::vector<TokenId> s(1 + r.below(7));
+      for (auto& t : s) t = static_cast<TokenId>(1 + r.below(vocab - 1));
+      seqs.push_back(s);
+    }
+    return seqs;
+  };
+  auto targets_for = [](const Batch& batch) {
+    Model::Targets t;
+    std::vector<std::int32_t> has3;
+    std::vector<std::vector<std::int32_t>> even;
+    for (Index b = 0; b < batch.batch_size; ++b) {
+      bool found = false;
+      even.emplace_back();
+      for (Index i = 0; i < batch.lengths[std::size_t(b)]; ++i) {
+        found |= batch.token(b, i) == 3;
+        even.back().push_back(batch.token(b, i) % 2 == 0);
+      }
+      has3.push_back(found);
+    }
+    t.set<"has3">(has3);
+    t.set<"even">(even);
+    return t;
+  };
+
+  Rng data(6);
+  for (int step = 0; step < 300; ++step) {
+    const auto seqs = make(data, 16);
+    const Batch batch = Batch::from_sequences(seqs);
+    zero_gradients(model);
+    model.forward_backward(batch, targets_for(batch));
+    adam.step(model);
+  }
+  const auto test_seqs = make(data, 400);
+  const Batch test = Batch::from_sequences(test_seqs);
+  const auto gold = targets_for(test);
+  model.forward(test, Mode::eval);
+  const auto seq_pred = model.head<"has3">().predict();
+  const auto tag_pred = model.head<"even">().predict(test);
+  double seq_right = 0, tok_right = 0, tokens = 0;
+  for (Index b = 0; b < test.batch_size; ++b) {
+    seq_right += seq_pred[std::size_t(b)] == (*gold.at<0>())[std::size_t(b)];
+    for (std::size_t i = 0; i < tag_pred[std::size_t(b)].size(); ++i, ++tokens)
+      tok_right += tag_pred[std::size_t(b)][i] == (*gold.at<1>())[std::size_t(b)][i];
+  }
+  CHECK(seq_right / double(test.batch_size) > 0.97);
+  CHECK(tok_right / tokens > 0.99);
+}

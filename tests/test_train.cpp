@@ -1,0 +1,248 @@
+// Trainer, checkpoints, resume, early stopping, fine-tuning with a frozen trunk, task sampling.
+#include <doctest/doctest.h>
+
+#include <mtlm/heads/sequence_classifier.hpp>
+#include <mtlm/heads/token_tagger.hpp>
+#include <mtlm/layers/embedding.hpp>
+#include <mtlm/model/multitask.hpp>
+#include <mtlm/mtlm.hpp>
+#include <mtlm/optim/adam.hpp>
+#include <mtlm/train/sampler.hpp>
+#include <mtlm/train/trainer.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+using namespace mtlm;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr Index vocab = 12;
+using Trunk = Sequential<Embedding<Dynamic, 8>, Linear<8, 8>, Tanh<>>;
+using Model = MultiTask<Trunk, Task<"seq", SequenceClassifier<8, 3>>, Task<"tok", TokenTagger<8, 2>>>;
+
+Model make_model(std::uint64_t seed) {
+  Model m{Trunk(Embedding<Dynamic, 8>(vocab)), SequenceClassifier<8, 3>(), TokenTagger<8, 2>()};
+  Rng rng(seed);
+  m.initialize(rng);
+  return m;
+}
+
+/// 48 synthetic sequences; each epoch shuffles them into batches of 8.
+train::Trainer<Model, Adam<float>>::Batches epoch_batches(Rng& rng) {
+  Rng data(99);
+  std::vector<std::vector<TokenId>> seqs;
+  for (int i = 0; i < 48; ++i) {
+    std::vector<TokenId> s(2 + data.below(5));
+    for (auto& t : s) t = static_cast<TokenId>(1 + data.below(vocab - 1));
+    seqs.push_back(s);
+  }
+  rng.shuffle(seqs);
+  train::Trainer<Model, Adam<float>>::Batches out;
+  for (std::size_t i = 0; i < seqs.size(); i += 8) {
+    std::vector<std::vector<TokenId>> chunk(seqs.begin() + long(i), seqs.begin() + long(i + 8));
+    train::TrainingBatch<Model> item{Batch::from_sequences(chunk), {}};
+    std::vector<std::int32_t> labels;
+    std::vector<std::vector<std::int32_t>> tags;
+    for (const auto& s : chunk) {
+      labels.push_back(s[0] % 3);
+      tags.emplace_back();
+      for (TokenId t : s) tags.back().push_back(t > 6);
+    }
+    item.targets.set<"seq">(labels);
+    item.targets.set<"tok">(tags);
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("mtlm-test-train-" + std::to_string(Rng(std::random_device{}()).next()));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+template <class M>
+std::vector<float> all_values(M& model) {
+  std::vector<float> v;
+  model.for_each_param([&](std::string_view, auto& p) { v.insert(v.end(), p.value.data(), p.value.data() + p.size()); });
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("resume: 1 epoch + save + load + 1 epoch equals 2 epochs, bit for bit") {
+  TempDir dir;
+  train::TrainerOptions options;
+  options.seed = 7;
+  options.log = nullptr;
+  options.restore_best = false;
+
+  Model straight = make_model(1);
+  Adam<float> adam_straight({.lr = 0.01});
+  options.epochs = 2;
+  train::Trainer<Model, Adam<float>>(straight, adam_straight, options).fit(epoch_batches);
+
+  Model first = make_model(1);
+  Adam<float> adam_first({.lr = 0.01});
+  options.epochs = 1;
+  options.checkpoint = dir.path / "run.ckpt";
+  train::Trainer<Model, Adam<float>>(first, adam_first, options).fit(epoch_batches);
+
+  Model resumed = make_model(12345);  // different initial weights: all must come from the file
+  Adam<float> adam_resumed({.lr = 0.01});
+  options.epochs = 2;
+  train::Trainer<Model, Adam<float>> trainer(resumed, adam_resumed, options);
+  trainer.resume(dir.path / "run.ckpt");
+  CHECK(trainer.state().epoch == 1);
+  trainer.fit(epoch_batches);
+
+  const auto a = all_values(straight), b = all_values(resumed);
+  REQUIRE(a.size() == b.size());
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+  CHECK(adam_resumed.steps() == adam_straight.steps());
+  // Sanity: training moved the weights at all.
+  const auto init = all_values(*std::make_unique<Model>(make_model(1)));
+  CHECK(std::memcmp(a.data(), init.data(), a.size() * sizeof(float)) != 0);
+}
+
+TEST_CASE("checkpoints for another model or corrupted ones are rejected clearly") {
+  TempDir dir;
+  Model model = make_model(1);
+  Adam<float> adam;
+  train::TrainerOptions options;
+  options.epochs = 1;
+  options.log = nullptr;
+  options.checkpoint = dir.path / "run.ckpt";
+  train::Trainer<Model, Adam<float>>(model, adam, options).fit(epoch_batches);
+
+  using Other = MultiTask<Trunk, Task<"seq", SequenceClassifier<8, 4>>, Task<"tok", TokenTagger<8, 2>>>;
+  Other other{Trunk(Embedding<Dynamic, 8>(vocab)), SequenceClassifier<8, 4>(), TokenTagger<8, 2>()};
+  Adam<float> adam2;
+  CHECK_THROWS_WITH_AS(train::load_checkpoint(dir.path / "run.ckpt", other, adam2),
+                       doctest::Contains("\"model.seq.output.weight\" has shape [3, 8], the model expects [4, 8]"),
+                       FormatError);
+
+  std::ifstream in(dir.path / "run.ckpt", std::ios::binary);
+  std::string bytes{std::istreambuf_iterator<char>(in), {}};
+  std::ofstream(dir.path / "cut.ckpt", std::ios::binary).write(bytes.data(), long(bytes.size() / 2));
+  Model fresh = make_model(2);
+  CHECK_THROWS_AS(train::load_checkpoint(dir.path / "cut.ckpt", fresh, adam2), FormatError);
+
+  io::save_parameters(fresh, dir.path / "weights-only.safetensors");
+  CHECK_THROWS_WITH_AS(train::load_checkpoint(dir.path / "weights-only.safetensors", fresh, adam2),
+                       doctest::Contains("not an mtlm checkpoint"), FormatError);
+}
+
+TEST_CASE("best epoch is kept and patience stops training") {
+  Model model = make_model(3);
+  Adam<float> adam({.lr = 0.01});
+  train::TrainerOptions options;
+  options.epochs = 20;
+  options.patience = 2;
+  options.log = nullptr;
+  int calls = 0;
+  std::vector<float> at_best;
+  // A metric that peaks at epoch 3, then falls: training must stop after epoch 5.
+  auto evaluate = [&](Model& m) {
+    ++calls;
+    if (calls == 3) at_best = all_values(m);
+    return train::Metrics{{"score", calls <= 3 ? double(calls) : 3.0 - calls}};
+  };
+  const auto result = train::Trainer<Model, Adam<float>>(model, adam, options).fit(epoch_batches, evaluate);
+  CHECK(result.stopped_early);
+  CHECK(result.epochs_run == 5);
+  CHECK(result.best_epoch == 3);
+  CHECK(result.best_metric == 3.0);
+  const auto restored = all_values(model);
+  CHECK(std::memcmp(restored.data(), at_best.data(), restored.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("fine-tuning with a frozen trunk changes only the head") {
+  Model model = make_model(4);
+  set_frozen(model.trunk(), true);
+  set_frozen(model.head<"tok">(), true);
+  std::map<std::string, std::vector<float>> before;
+  model.for_each_param([&](std::string_view n, auto& p) {
+    before[std::string(n)] = std::vector<float>(p.value.data(), p.value.data() + p.size());
+  });
+  Adam<float> adam({.lr = 0.05});
+  train::TrainerOptions options;
+  options.epochs = 1;
+  options.log = nullptr;
+  train::Trainer<Model, Adam<float>>(model, adam, options).fit(epoch_batches);
+  model.for_each_param([&](std::string_view n, auto& p) {
+    const bool same = std::memcmp(before[std::string(n)].data(), p.value.data(), sizeof(float) * std::size_t(p.size())) == 0;
+    INFO(n);
+    CHECK(same == !n.starts_with("seq."));
+  });
+  // Freezing one trunk layer only.
+  set_frozen(model.trunk(), false);
+  set_frozen(model.trunk().layer<0>(), true);
+  int frozen = 0;
+  model.for_each_param([&](std::string_view n, auto& p) { frozen += p.frozen && n.starts_with("trunk."); });
+  CHECK(frozen == 1);
+}
+
+TEST_CASE("task sampling: proportional, temperature, round-robin") {
+  const std::vector<std::size_t> counts{30, 10, 0, 5};
+  Rng rng(1);
+  SUBCASE("proportional visits every batch exactly once") {
+    const auto plan = train::plan_epoch(counts, {}, rng);
+    CHECK(plan.size() == 45);
+    std::map<std::pair<std::size_t, std::size_t>, int> seen;
+    for (const auto& d : plan) ++seen[{d.task, d.batch}];
+    CHECK(seen.size() == 45);
+    // Interleaved, not task after task.
+    CHECK(plan.front().task != plan[1].task + 100);
+    int switches = 0;
+    for (std::size_t i = 1; i < plan.size(); ++i) switches += plan[i].task != plan[i - 1].task;
+    CHECK(switches > 10);
+  }
+  SUBCASE("temperature lifts small tasks") {
+    const auto p = train::task_probabilities(counts, {train::SamplingPolicy::temperature, 2.0});
+    CHECK(p[0] == doctest::Approx(std::sqrt(30.0) / (std::sqrt(30.0) + std::sqrt(10.0) + std::sqrt(5.0))));
+    CHECK(p[2] == 0.0);
+    const auto plan = train::plan_epoch(counts, {train::SamplingPolicy::temperature, 2.0, 20000}, rng);
+    std::vector<double> freq(4, 0);
+    for (const auto& d : plan) freq[d.task] += 1.0 / 20000;
+    for (int t = 0; t < 4; ++t) CHECK(freq[std::size_t(t)] == doctest::Approx(p[std::size_t(t)]).epsilon(0.05));
+    for (const auto& d : plan) CHECK(d.batch < counts[d.task]);
+  }
+  SUBCASE("round-robin alternates over tasks that have data") {
+    const auto plan = train::plan_epoch(counts, {train::SamplingPolicy::round_robin}, rng);
+    CHECK(plan.size() == 45);
+    CHECK(plan[0].task == 0);
+    CHECK(plan[1].task == 1);
+    CHECK(plan[2].task == 3);
+    CHECK(plan[3].task == 0);
+  }
+  SUBCASE("same seed, same plan") {
+    Rng a(5), b(5);
+    const auto pa = train::plan_epoch(counts, {train::SamplingPolicy::temperature}, a);
+    const auto pb = train::plan_epoch(counts, {train::SamplingPolicy::temperature}, b);
+    CHECK(pa.size() == pb.size());
+    for (std::size_t i = 0; i < pa.size(); ++i) CHECK((pa[i].task == pb[i].task && pa[i].batch == pb[i].batch));
+  }
+}
+
+TEST_CASE("progress: plain lines when not a terminal") {
+  std::ostringstream out;
+  train::Progress progress(out, false);
+  std::vector<std::string_view> names{"a", "b"};
+  progress.start_epoch(1, 3, 20, names);
+  const double losses[2] = {0.5, 1.5};
+  const bool present[2] = {true, false};
+  for (std::size_t i = 0; i < 20; ++i) progress.update(i, losses, present, 100);
+  progress.finish_epoch("dev 0.9");
+  const std::string text = out.str();
+  CHECK(text.find('\r') == std::string::npos);
+  CHECK(text.find("a 0.5000") != std::string::npos);
+  CHECK(text.find("  b ") == std::string::npos);
+  CHECK(text.find("epoch 1/3 done") != std::string::npos);
+  CHECK(text.find("dev 0.9") != std::string::npos);
+}
