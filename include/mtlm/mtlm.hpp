@@ -26,6 +26,7 @@
 
 #include "mtlm/layers/activation.hpp"
 #include "mtlm/layers/attention.hpp"
+#include "mtlm/layers/char_cnn.hpp"
 #include "mtlm/layers/dropout.hpp"
 #include "mtlm/layers/embedding.hpp"
 #include "mtlm/layers/gru.hpp"
@@ -37,6 +38,7 @@
 #include "mtlm/layers/recurrent.hpp"
 #include "mtlm/layers/rnn.hpp"
 #include "mtlm/layers/transformer_block.hpp"
+#include "mtlm/layers/word_char_embedding.hpp"
 
 #include "mtlm/losses/bce.hpp"
 #include "mtlm/losses/cross_entropy.hpp"
