@@ -62,12 +62,19 @@ class CharVocabulary {
   const Vocabulary& vocabulary() const { return vocab_; }
 
   void save(const std::filesystem::path& path) const { vocab_.save(path); }
+  std::string to_text() const { return vocab_.to_text(); }
 
   /// Loads a saved CharVocabulary; FormatError unless the specials are <pad> <unk> <bow> <eow>
   /// and every other entry is a single code point.
   static CharVocabulary load(const std::filesystem::path& path) {
-    Vocabulary v = Vocabulary::load(path);
-    const std::string name = path.string();
+    return checked(Vocabulary::load(path), path.string());
+  }
+  static CharVocabulary from_text(std::string_view text, const std::string& source) {
+    return checked(Vocabulary::from_text(text, source), source);
+  }
+
+ private:
+  static CharVocabulary checked(Vocabulary v, const std::string& name) {
     if (v.special_count() != 4 || v.token(begin_id) != "<bow>" || v.token(end_id) != "<eow>")
       throw FormatError(name, 1, "a character vocabulary has exactly the specials <pad> <unk> "
                                  "<bow> <eow>");
@@ -78,7 +85,6 @@ class CharVocabulary {
     return CharVocabulary(std::move(v));
   }
 
- private:
   explicit CharVocabulary(Vocabulary v) : vocab_(std::move(v)), normalizer_(vocab_.normalizer()) {
     for (TokenId i = 4; i < vocab_.size(); ++i)
       ids_.emplace(utf8::codepoints(vocab_.token(i)).front(), i);

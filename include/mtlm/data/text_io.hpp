@@ -21,6 +21,25 @@
 
 namespace mtlm {
 
+/// Splits `content` into UTF-8 text lines (see the contract above); `source` names it in errors.
+inline std::vector<std::string> split_text_lines(std::string_view content, const std::string& source) {
+  std::string_view rest(content);
+  if (rest.starts_with("\xEF\xBB\xBF")) rest.remove_prefix(3);
+  std::vector<std::string> lines;
+  while (!rest.empty()) {
+    const std::size_t end = rest.find('\n');
+    std::string_view line = rest.substr(0, end);
+    rest.remove_prefix(end == std::string_view::npos ? rest.size() : end + 1);
+    if (line.ends_with('\r')) line.remove_suffix(1);
+    if (auto issue = utf8::find_invalid(line))
+      throw FormatError(source, lines.size() + 1,
+                        "invalid UTF-8 at byte " + std::to_string(issue->offset) +
+                            " of the line: " + issue->reason);
+    lines.emplace_back(line);
+  }
+  return lines;
+}
+
 /// Reads `path` as UTF-8 text lines (see the contract above).
 inline std::vector<std::string> read_text_lines(const std::filesystem::path& path) {
   const std::string name = path.string();
@@ -31,22 +50,7 @@ inline std::vector<std::string> read_text_lines(const std::filesystem::path& pat
   if (!in) throw FormatError(name, 0, "cannot open file for reading");
   std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) throw FormatError(name, 0, "read error");
-
-  std::string_view rest(content);
-  if (rest.starts_with("\xEF\xBB\xBF")) rest.remove_prefix(3);
-  std::vector<std::string> lines;
-  while (!rest.empty()) {
-    const std::size_t end = rest.find('\n');
-    std::string_view line = rest.substr(0, end);
-    rest.remove_prefix(end == std::string_view::npos ? rest.size() : end + 1);
-    if (line.ends_with('\r')) line.remove_suffix(1);
-    if (auto issue = utf8::find_invalid(line))
-      throw FormatError(name, lines.size() + 1,
-                        "invalid UTF-8 at byte " + std::to_string(issue->offset) +
-                            " of the line: " + issue->reason);
-    lines.emplace_back(line);
-  }
-  return lines;
+  return split_text_lines(content, name);
 }
 
 /// True for the ASCII blanks that separate pre-tokenised words (space, tab, CR, LF, VT, FF).

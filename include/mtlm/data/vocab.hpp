@@ -213,17 +213,26 @@ class Vocabulary {
   const Normalizer& normalizer() const { return normalizer_; }
   std::string normalize(std::string_view token) const { return normalizer_(token); }
 
-  void save(const std::filesystem::path& path) const {
+  /// The text that save() writes: a header line, then one entry per line.
+  std::string to_text() const {
     std::string out = "#mtlm-vocab v1 specials=" + std::to_string(specials_) +
                       " lowercase=" + (normalizer_.lowercase ? "1" : "0") +
                       " digits=" + (normalizer_.digits_to_zero ? "1" : "0") + "\n";
     for (const auto& t : tokens_) out.append(t).append("\n");
-    write_text_atomically(path, out);
+    return out;
   }
+  void save(const std::filesystem::path& path) const { write_text_atomically(path, to_text()); }
 
   static Vocabulary load(const std::filesystem::path& path) {
-    const std::string name = path.string();
-    const auto lines = read_text_lines(path);
+    return from_lines(read_text_lines(path), path.string());
+  }
+  /// Parses what to_text() wrote; `source` names the text in errors.
+  static Vocabulary from_text(std::string_view text, const std::string& source) {
+    return from_lines(split_text_lines(text, source), source);
+  }
+
+ private:
+  static Vocabulary from_lines(const std::vector<std::string>& lines, const std::string& name) {
     if (lines.empty()) throw FormatError(name, 0, "empty file, expected a '#mtlm-vocab v1' header");
     const auto fields = split_whitespace(lines[0]);
     std::optional<Index> specials, lowercase, digits;
@@ -259,7 +268,6 @@ class Vocabulary {
     return vocab;
   }
 
- private:
   void add_special(std::string_view s) {
     detail::check_entry(s, "special token");
     if (index_.contains(s)) throw Error("mtlm: duplicate special token '" + std::string(s) + "'");
@@ -369,15 +377,24 @@ class LabelSet {
   TokenId unknown_id() const { return 0; }
   const std::vector<std::string>& labels() const { return labels_; }
 
-  void save(const std::filesystem::path& path) const {
+  /// The text that save() writes: a header line, then one label per line.
+  std::string to_text() const {
     std::string out = std::string("#mtlm-labels v1 unknown=") + (has_unknown_ ? "1" : "0") + "\n";
     for (const auto& l : labels_) out.append(l).append("\n");
-    write_text_atomically(path, out);
+    return out;
   }
+  void save(const std::filesystem::path& path) const { write_text_atomically(path, to_text()); }
 
   static LabelSet load(const std::filesystem::path& path) {
-    const std::string name = path.string();
-    const auto lines = read_text_lines(path);
+    return from_lines(read_text_lines(path), path.string());
+  }
+  /// Parses what to_text() wrote; `source` names the text in errors.
+  static LabelSet from_text(std::string_view text, const std::string& source) {
+    return from_lines(split_text_lines(text, source), source);
+  }
+
+ private:
+  static LabelSet from_lines(const std::vector<std::string>& lines, const std::string& name) {
     if (lines.empty()) throw FormatError(name, 0, "empty file, expected a '#mtlm-labels v1' header");
     const auto fields = split_whitespace(lines[0]);
     std::optional<Index> unknown;
@@ -401,7 +418,6 @@ class LabelSet {
     return set;
   }
 
- private:
   std::vector<std::string> labels_;
   StringIdMap index_;
   bool has_unknown_ = false;

@@ -52,6 +52,8 @@ struct TrainerOptions {
   bool maximize = true;
   /// When set, a checkpoint is written here after every epoch, for resume().
   std::filesystem::path checkpoint;
+  /// Stop after the epoch during which training time passed this many seconds (0: no limit).
+  double max_seconds = 0.0;
   /// Restore the best epoch's parameters at the end of fit().
   bool restore_best = true;
   /// Progress and epoch summaries (nullptr: silent).
@@ -140,6 +142,11 @@ class Trainer {
       if (!options_.checkpoint.empty()) save_checkpoint(options_.checkpoint, model_, optimizer_, state_);
       ++result.epochs_run;
       if (options_.patience > 0 && state_.stale_epochs >= options_.patience) {
+        result.stopped_early = true;
+        break;
+      }
+      if (options_.max_seconds > 0 &&
+          std::chrono::duration<double>(Progress::Clock::now() - start).count() > options_.max_seconds) {
         result.stopped_early = true;
         break;
       }
