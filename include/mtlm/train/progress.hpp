@@ -57,10 +57,11 @@ class Progress {
   /// Ends the epoch's line with a summary (e.g. dev metrics).
   void finish_epoch(std::string_view summary) {
     if (terminal_) out_ << '\r' << line(steps_, true) << "\x1b[K\n";
-    out_ << "epoch " << epoch_ << "/" << epochs_ << " done in " << std::fixed << std::setprecision(1)
-         << seconds() << " s (" << std::setprecision(0) << tokens_per_second() << " tokens/s)";
-    if (!summary.empty()) out_ << "  " << summary;
-    out_ << '\n' << std::flush;
+    std::ostringstream s;  // formatted apart, so the caller's stream keeps its flags
+    s << "epoch " << epoch_ << "/" << epochs_ << " done in " << std::fixed << std::setprecision(1)
+      << seconds() << " s (" << std::setprecision(0) << tokens_per_second() << " tokens/s)";
+    if (!summary.empty()) s << "  " << summary;
+    out_ << s.str() << '\n' << std::flush;
   }
 
   double seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }

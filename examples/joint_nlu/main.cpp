@@ -1,0 +1,211 @@
+// mtlm-nlu: joint intent detection, slot filling and an auxiliary language model on data in the
+// ATIS/SNIPS layout (DIR/{train,valid,test}/{seq.in,seq.out,label}).
+//
+//   mtlm-nlu train   --data DIR --out MODEL [--epochs N] [--seed N] [--threads N] [--time-budget S]
+//   mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json]
+//   mtlm-nlu predict --model MODEL            (one utterance per line on stdin, JSON lines out)
+#include "nlu_model.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <string>
+
+namespace {
+
+struct Args {
+  std::string command;
+  std::map<std::string, std::string> values;
+  std::map<std::string, bool> flags;
+
+  const std::string& need(const std::string& name) const {
+    const auto it = values.find(name);
+    if (it == values.end()) throw mtlm::Error("missing --" + name);
+    return it->second;
+  }
+  std::string get(const std::string& name, std::string fallback) const {
+    const auto it = values.find(name);
+    return it == values.end() ? fallback : it->second;
+  }
+  double number(const std::string& name, double fallback) const {
+    const auto it = values.find(name);
+    if (it == values.end()) return fallback;
+    try {
+      std::size_t used = 0;
+      const double v = std::stod(it->second, &used);
+      if (used != it->second.size()) throw std::invalid_argument("");
+      return v;
+    } catch (const std::logic_error&) {
+      throw mtlm::Error("--" + name + " expects a number, got \"" + it->second + "\"");
+    }
+  }
+};
+
+Args parse(int argc, char** argv, const std::map<std::string, bool>& known) {
+  Args a;
+  if (argc < 2) throw mtlm::Error("missing command (train, eval or predict)");
+  a.command = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (!arg.starts_with("--") || !known.contains(arg.substr(2)))
+      throw mtlm::Error("unknown option \"" + arg + "\" for " + a.command);
+    const std::string name = arg.substr(2);
+    if (known.at(name)) {
+      a.flags[name] = true;
+    } else {
+      if (i + 1 >= argc) throw mtlm::Error("--" + name + " needs a value");
+      a.values[name] = argv[++i];
+    }
+  }
+  return a;
+}
+
+void set_threads(const Args& args) {
+  const int threads = static_cast<int>(args.number("threads", 1));
+  if (threads < 1) throw mtlm::Error("--threads must be at least 1");
+  mtlm::Cpu::set_threads(threads);
+}
+
+std::string scores_line(const nlu::Scores& s) {
+  char buffer[160];
+  std::snprintf(buffer, sizeof buffer, "intent %.4f  slot_f1 %.4f  sentence %.4f", s.intent_accuracy,
+                s.slot_f1, s.sentence_accuracy);
+  return buffer;
+}
+
+int train(const Args& args) {
+  set_threads(args);
+  const std::filesystem::path data = args.need("data");
+  const std::filesystem::path out = args.need("out");
+  const auto train_set = mtlm::read_atis(data / "train");
+  const auto valid_set = mtlm::read_atis(data / "valid");
+
+  nlu::Hyperparameters h;
+  h.dropout = args.number("dropout", h.dropout);
+  h.word_dropout = args.number("word-dropout", h.word_dropout);
+  h.lm = args.get("lm", "on") != "off";
+  const auto seed = static_cast<std::uint64_t>(args.number("seed", 1));
+  const auto batch_size = static_cast<mtlm::Index>(args.number("batch-size", 16));
+
+  const nlu::Vocabularies vocab = nlu::build_vocabularies(train_set);
+  nlu::Model model = nlu::make_model(vocab, h);
+  mtlm::Rng rng(seed);
+  model.initialize(rng);
+  std::cerr << "mtlm-nlu: " << train_set.size() << " training examples, " << vocab.words.size() << " words, "
+            << vocab.chars.size() << " characters, " << vocab.intents.size() - 1 << " intents, "
+            << vocab.slots.size() << " slot tags, " << mtlm::count_parameters(model) << " parameters\n";
+
+  const nlu::EncodedSet encoded = nlu::encode(train_set, vocab, true);
+  const nlu::EncodedSet valid_encoded = nlu::encode(valid_set, vocab, false);
+  using Trainer = mtlm::train::Trainer<nlu::Model, mtlm::Adam<float>>;
+  auto epoch = [&](mtlm::Rng& r) {
+    mtlm::BatchingOptions options;
+    options.max_sequences = batch_size;
+    Trainer::Batches batches;
+    for (const auto& indices : mtlm::bucket_batches(encoded.lengths, options, r)) {
+      mtlm::train::TrainingBatch<nlu::Model> item{nlu::make_batch(encoded, indices), {}};
+      item.targets.set<"intent">(mtlm::gather(encoded.intents, indices));
+      item.targets.set<"slots">(mtlm::gather(encoded.slots, indices));
+      if (h.lm) item.targets.set<"lm">({});
+      batches.push_back(std::move(item));
+    }
+    return batches;
+  };
+  auto evaluate = [&](nlu::Model& m) {
+    const nlu::Scores s = nlu::score(valid_set, nlu::predict(m, valid_encoded, vocab));
+    return mtlm::train::Metrics{{"valid_sentence", s.sentence_accuracy},
+                                {"valid_intent", s.intent_accuracy},
+                                {"valid_slot_f1", s.slot_f1}};
+  };
+
+  mtlm::Adam<float> adam({.lr = args.number("lr", 1e-3)});
+  mtlm::train::TrainerOptions options;
+  options.epochs = static_cast<int>(args.number("epochs", 40));
+  options.seed = seed;
+  options.clip_norm = 5.0;
+  options.max_seconds = args.number("time-budget", 0.0);
+  const auto result = Trainer(model, adam, options).fit(epoch, evaluate);
+  nlu::save_bundle(out, model, vocab);
+  std::cerr << "mtlm-nlu: best valid sentence accuracy " << result.best_metric << " at epoch "
+            << result.best_epoch << " of " << result.epochs_run << " (" << result.seconds
+            << " s); model written to " << out.string() << "\n";
+  return 0;
+}
+
+int eval(const Args& args) {
+  set_threads(args);
+  nlu::Bundle bundle = nlu::load_bundle(args.need("model"));
+  const std::string split = args.get("split", "test");
+  const auto data = mtlm::read_atis(std::filesystem::path(args.need("data")) / split);
+  const nlu::Scores s = nlu::score(data, nlu::predict(bundle.model, nlu::encode(data, bundle.vocab, false), bundle.vocab));
+  if (args.flags.contains("json")) {
+    std::printf("{\"split\": %s, \"examples\": %zu, \"intent_accuracy\": %.6f, \"slot_f1\": %.6f, "
+                "\"sentence_accuracy\": %.6f}\n",
+                mtlm::json::quote(split).c_str(), s.examples, s.intent_accuracy, s.slot_f1, s.sentence_accuracy);
+  } else {
+    std::printf("%s (%zu examples): %s\n", split.c_str(), s.examples, scores_line(s).c_str());
+  }
+  return 0;
+}
+
+int predict(const Args& args) {
+  set_threads(args);
+  nlu::Bundle bundle = nlu::load_bundle(args.need("model"));
+  // Training tokens such as "st." stay whole instead of splitting off their period.
+  mtlm::TokenizerOptions tokenizer;
+  for (const auto& token : bundle.vocab.words.tokens())
+    if (token.find_first_of(".'-:/&") != std::string::npos) tokenizer.protected_tokens.insert(token);
+  std::string line;
+  std::size_t number = 0;
+  while (std::getline(std::cin, line)) {
+    ++number;
+    mtlm::SequenceExample ex;
+    ex.tokens = mtlm::tokenize(line, tokenizer, "<stdin>", number);
+    if (ex.tokens.empty()) {
+      std::printf("{\"text\": %s, \"tokens\": [], \"intent\": null, \"slots\": []}\n", mtlm::json::quote(line).c_str());
+      continue;
+    }
+    for (auto& t : ex.tokens) t = mtlm::utf8::to_lower(t);
+    const auto p = nlu::predict(bundle.model, nlu::encode({ex}, bundle.vocab, false), bundle.vocab);
+    std::string tokens = "[", slots = "[";
+    for (std::size_t i = 0; i < ex.tokens.size(); ++i) {
+      if (i) {
+        tokens += ", ";
+        slots += ", ";
+      }
+      tokens += mtlm::json::quote(ex.tokens[i]);
+      slots += mtlm::json::quote(p.slots[0][i]);
+    }
+    std::printf("{\"text\": %s, \"tokens\": %s], \"intent\": %s, \"slots\": %s]}\n", mtlm::json::quote(line).c_str(),
+                tokens.c_str(), mtlm::json::quote(p.intents[0]).c_str(), slots.c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const std::string command = argc > 1 ? argv[1] : "";
+    if (command == "train")
+      return train(parse(argc, argv, {{"data", false}, {"out", false}, {"epochs", false}, {"seed", false},
+                                      {"threads", false}, {"time-budget", false}, {"lr", false},
+                                      {"batch-size", false}, {"dropout", false}, {"word-dropout", false},
+                                      {"lm", false}}));
+    if (command == "eval")
+      return eval(parse(argc, argv, {{"model", false}, {"data", false}, {"split", false}, {"json", true},
+                                     {"threads", false}}));
+    if (command == "predict") return predict(parse(argc, argv, {{"model", false}, {"threads", false}}));
+    std::cerr << "usage:\n"
+                 "  mtlm-nlu train   --data DIR --out MODEL [--epochs N] [--seed N] [--threads N] [--time-budget S]\n"
+                 "                   [--lr X] [--batch-size N] [--dropout P] [--word-dropout P] [--lm on|off]\n"
+                 "  mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json]\n"
+                 "  mtlm-nlu predict --model MODEL   (utterances on stdin, one JSON object per line out)\n";
+    return command.empty() || command == "--help" || command == "-h" ? 0 : 2;
+  } catch (const std::exception& e) {
+    std::cerr << "mtlm-nlu: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,193 @@
+// @brief The joint NLU model of mtlm-nlu: one shared character-aware BiLSTM trunk and three
+// heads (intent, slots, and a bidirectional language model as an auxiliary task), plus what
+// turns ATIS-layout examples into batches and a trained model into a single file.
+#pragma once
+
+#include <mtlm/mtlm.hpp>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace nlu {
+
+using mtlm::Dynamic;
+using mtlm::Index;
+
+inline constexpr Index word_dim = 100;
+inline constexpr Index char_dim = 30;
+inline constexpr Index char_filters = 50;
+inline constexpr Index char_window = 3;
+inline constexpr Index hidden = 128;
+inline constexpr Index features = 2 * hidden;
+
+using Encoder = mtlm::WordCharEmbedding<Dynamic, word_dim, Dynamic, char_dim, char_filters, char_window>;
+using Trunk = mtlm::Sequential<Encoder, mtlm::Dropout<>, mtlm::BiLstm<word_dim + char_filters, hidden>,
+                               mtlm::Dropout<>>;
+using IntentHead = mtlm::SequenceClassifier<features, Dynamic, mtlm::PoolingKind::max>;
+using SlotHead = mtlm::TokenTagger<features, Dynamic>;
+using LmHead = mtlm::LanguageModelHead<features, Dynamic, mtlm::LmDirection::both_directions>;
+using Model = mtlm::MultiTask<Trunk, mtlm::Task<"intent", IntentHead>, mtlm::Task<"slots", SlotHead>,
+                              mtlm::Task<"lm", LmHead, std::ratio<1, 2>>>;
+
+/// Everything besides the weights that a trained model needs to read text.
+struct Vocabularies {
+  mtlm::Vocabulary words;
+  mtlm::CharVocabulary chars;
+  mtlm::LabelSet intents;  ///< id 0 is <unk>: intents never seen in training
+  mtlm::LabelSet slots;
+};
+
+struct Hyperparameters {
+  double dropout = 0.3;
+  double word_dropout = 0.1;
+  bool lm = true;  ///< train the auxiliary language-model task
+};
+
+inline Vocabularies build_vocabularies(const std::vector<mtlm::SequenceExample>& train) {
+  const auto sentences = mtlm::tokens_of(train);
+  return {mtlm::Vocabulary::build(sentences), mtlm::CharVocabulary::build(sentences),
+          mtlm::LabelSet::build(mtlm::labels_of(train), "<unk>"), mtlm::LabelSet::build(mtlm::tags_of(train))};
+}
+
+inline Model make_model(const Vocabularies& v, const Hyperparameters& h) {
+  mtlm::WordDropout word_dropout;
+  word_dropout.p = h.word_dropout;
+  word_dropout.unk_id = mtlm::Vocabulary::unk_id;
+  return Model{Trunk(Encoder(v.words.size(), v.chars.size(), word_dropout), mtlm::Dropout<>(h.dropout),
+                     mtlm::BiLstm<word_dim + char_filters, hidden>(), mtlm::Dropout<>(h.dropout)),
+               IntentHead(v.intents.size()), SlotHead(v.slots.size()), LmHead(v.words.size())};
+}
+
+/// Examples as ids, prepared once and batched every epoch.
+struct EncodedSet {
+  std::vector<std::vector<mtlm::TokenId>> words;
+  std::vector<std::vector<mtlm::TokenId>> chars;  ///< per example: width ids per token, concatenated
+  std::vector<std::int32_t> intents;
+  std::vector<std::vector<std::int32_t>> slots;
+  std::vector<Index> lengths;
+  Index char_width = 0;
+};
+
+inline EncodedSet encode(const std::vector<mtlm::SequenceExample>& data, const Vocabularies& v,
+                         bool with_targets) {
+  EncodedSet out;
+  const mtlm::CharIdOptions char_options;
+  out.char_width = char_options.width();
+  for (const auto& ex : data) {
+    out.words.push_back(v.words.ids(ex.tokens));
+    auto& chars = out.chars.emplace_back();
+    for (const auto& token : ex.tokens) {
+      const auto ids = mtlm::char_ids(token, v.chars, char_options);
+      chars.insert(chars.end(), ids.begin(), ids.end());
+    }
+    out.lengths.push_back(static_cast<Index>(ex.tokens.size()));
+    if (with_targets) {
+      out.intents.push_back(v.intents.id(ex.label));
+      auto& tags = out.slots.emplace_back();
+      for (const auto& tag : ex.tags) tags.push_back(v.slots.id(tag));
+    }
+  }
+  return out;
+}
+
+/// The padded batch (word ids and character ids) of the examples at `indices`.
+inline mtlm::Batch make_batch(const EncodedSet& set, std::span<const Index> indices) {
+  mtlm::Batch batch = mtlm::make_batch(set.words, indices);
+  batch.char_width = set.char_width;
+  batch.chars.assign(static_cast<std::size_t>(batch.columns() * set.char_width), 0);
+  for (Index b = 0; b < batch.batch_size; ++b) {
+    const auto& chars = set.chars[static_cast<std::size_t>(indices[static_cast<std::size_t>(b)])];
+    std::copy(chars.begin(), chars.end(), batch.chars.begin() + batch.column(b, 0) * set.char_width);
+  }
+  return batch;
+}
+
+/// Predictions for a list of examples, in their order.
+struct Predictions {
+  std::vector<std::string> intents;
+  std::vector<std::vector<std::string>> slots;
+};
+
+inline Predictions predict(Model& model, const EncodedSet& set, const Vocabularies& v, Index batch_size = 64) {
+  Predictions out;
+  out.intents.resize(set.words.size());
+  out.slots.resize(set.words.size());
+  mtlm::BatchingOptions options;
+  options.max_sequences = batch_size;
+  options.shuffle = false;
+  mtlm::Rng unused(0);
+  for (const auto& indices : mtlm::bucket_batches(set.lengths, options, unused)) {
+    const mtlm::Batch batch = make_batch(set, indices);
+    model.forward(batch, mtlm::Mode::eval);
+    const auto intents = model.head<"intent">().predict();
+    const auto slots = model.head<"slots">().predict(batch);
+    for (std::size_t b = 0; b < indices.size(); ++b) {
+      const auto i = static_cast<std::size_t>(indices[b]);
+      out.intents[i] = v.intents.label(intents[b]);
+      out.slots[i] = v.slots.labels(slots[b]);
+    }
+  }
+  return out;
+}
+
+struct Scores {
+  double intent_accuracy = 0, slot_f1 = 0, sentence_accuracy = 0;
+  std::size_t examples = 0;
+};
+
+inline Scores score(const std::vector<mtlm::SequenceExample>& gold, const Predictions& p) {
+  Scores s;
+  s.examples = gold.size();
+  const auto gold_intents = mtlm::labels_of(gold);
+  const auto gold_slots = mtlm::tags_of(gold);
+  std::size_t right = 0;
+  for (std::size_t i = 0; i < gold.size(); ++i) right += gold_intents[i] == p.intents[i];
+  s.intent_accuracy = gold.empty() ? 0.0 : double(right) / double(gold.size());
+  s.slot_f1 = mtlm::metrics::span_f1(gold_slots, p.slots).overall.f1;
+  s.sentence_accuracy = mtlm::metrics::exact_match(gold_intents, p.intents, gold_slots, p.slots);
+  return s;
+}
+
+// ---- the model file: weights and vocabularies in one safetensors file ------------------------
+
+inline constexpr const char* bundle_format = "mtlm-nlu-1";
+
+inline void save_bundle(const std::filesystem::path& path, Model& model, const Vocabularies& v) {
+  mtlm::io::SafetensorsWriter writer;
+  mtlm::io::add_parameters(writer, model);
+  writer.set_metadata("format", bundle_format);
+  writer.set_metadata("vocab.words", v.words.to_text());
+  writer.set_metadata("vocab.chars", v.chars.to_text());
+  writer.set_metadata("labels.intents", v.intents.to_text());
+  writer.set_metadata("labels.slots", v.slots.to_text());
+  writer.write(path);
+}
+
+struct Bundle {
+  Vocabularies vocab;
+  Model model;
+};
+
+inline Bundle load_bundle(const std::filesystem::path& path) {
+  const mtlm::io::SafetensorsFile file(path);
+  const auto& meta = file.metadata();
+  auto text = [&](const char* key) -> const std::string& {
+    const auto it = meta.find(key);
+    if (it == meta.end())
+      throw mtlm::FormatError(file.source(), 0, std::string("not an mtlm-nlu model: no \"") + key + "\" entry");
+    return it->second;
+  };
+  if (text("format") != bundle_format)
+    throw mtlm::FormatError(file.source(), 0, "model format \"" + text("format") + "\", expected \"" + bundle_format + "\"");
+  const std::string source = file.source();
+  Vocabularies v{mtlm::Vocabulary::from_text(text("vocab.words"), source + "[vocab.words]"),
+                 mtlm::CharVocabulary::from_text(text("vocab.chars"), source + "[vocab.chars]"),
+                 mtlm::LabelSet::from_text(text("labels.intents"), source + "[labels.intents]"),
+                 mtlm::LabelSet::from_text(text("labels.slots"), source + "[labels.slots]")};
+  Model model = make_model(v, {});
+  mtlm::io::read_parameters(file, model);
+  return {std::move(v), std::move(model)};
+}
+
+}  // namespace nlu
