@@ -2,15 +2,19 @@
 // ATIS/SNIPS layout (DIR/{train,valid,test}/{seq.in,seq.out,label}).
 //
 //   mtlm-nlu train   --data DIR --out MODEL [--epochs N] [--seed N] [--threads N] [--time-budget S]
+//                    [--ensemble K]  (K models, trained --threads at a time, probabilities averaged)
 //   mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json]
 //   mtlm-nlu predict --model MODEL            (one utterance per line on stdin, JSON lines out)
 #include "nlu_model.hpp"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <string>
+#include <thread>
 
 namespace {
 
@@ -75,7 +79,6 @@ std::string scores_line(const nlu::Scores& s) {
 }
 
 int train(const Args& args) {
-  set_threads(args);
   const std::filesystem::path data = args.need("data");
   const std::filesystem::path out = args.need("out");
   const auto train_set = mtlm::read_atis(data / "train");
@@ -84,20 +87,29 @@ int train(const Args& args) {
   nlu::Hyperparameters h;
   h.dropout = args.number("dropout", h.dropout);
   h.word_dropout = args.number("word-dropout", h.word_dropout);
-  h.lm = args.get("lm", "on") != "off";
+  const std::string tasks = args.get("tasks", "intent,slots,lm");
+  const bool use_intent = tasks.find("intent") != std::string::npos;
+  const bool use_slots = tasks.find("slots") != std::string::npos;
+  const bool use_lm = tasks.find("lm") != std::string::npos;
+  if (!use_intent && !use_slots) throw mtlm::Error("--tasks needs intent or slots");
   const auto seed = static_cast<std::uint64_t>(args.number("seed", 1));
   const auto batch_size = static_cast<mtlm::Index>(args.number("batch-size", 16));
+  const int members = static_cast<int>(args.number("ensemble", 1));
+  const int threads = static_cast<int>(args.number("threads", 1));
+  if (members < 1 || threads < 1) throw mtlm::Error("--ensemble and --threads must be at least 1");
+  mtlm::Cpu::set_threads(1);  // parallelism comes from training members side by side
+  const int rounds = (members + threads - 1) / threads;
 
   const nlu::Vocabularies vocab = nlu::build_vocabularies(train_set);
-  nlu::Model model = nlu::make_model(vocab, h);
-  mtlm::Rng rng(seed);
-  model.initialize(rng);
-  std::cerr << "mtlm-nlu: " << train_set.size() << " training examples, " << vocab.words.size() << " words, "
-            << vocab.chars.size() << " characters, " << vocab.intents.size() - 1 << " intents, "
-            << vocab.slots.size() << " slot tags, " << mtlm::count_parameters(model) << " parameters\n";
-
   const nlu::EncodedSet encoded = nlu::encode(train_set, vocab, true);
   const nlu::EncodedSet valid_encoded = nlu::encode(valid_set, vocab, false);
+  std::vector<nlu::Model> models;
+  for (int m = 0; m < members; ++m) models.push_back(nlu::make_model(vocab, h));
+  std::cerr << "mtlm-nlu: " << train_set.size() << " training examples, " << vocab.words.size() << " words, "
+            << vocab.chars.size() << " characters, " << vocab.intents.size() - 1 << " intents, "
+            << vocab.slots.size() << " slot tags; " << members << " model(s) of "
+            << mtlm::count_parameters(models[0]) << " parameters, tasks " << tasks << "\n";
+
   using Trainer = mtlm::train::Trainer<nlu::Model, mtlm::Adam<float>>;
   auto epoch = [&](mtlm::Rng& r) {
     mtlm::BatchingOptions options;
@@ -105,13 +117,15 @@ int train(const Args& args) {
     Trainer::Batches batches;
     for (const auto& indices : mtlm::bucket_batches(encoded.lengths, options, r)) {
       mtlm::train::TrainingBatch<nlu::Model> item{nlu::make_batch(encoded, indices), {}};
-      item.targets.set<"intent">(mtlm::gather(encoded.intents, indices));
-      item.targets.set<"slots">(mtlm::gather(encoded.slots, indices));
-      if (h.lm) item.targets.set<"lm">({});
+      if (use_intent) item.targets.set<"intent">(mtlm::gather(encoded.intents, indices));
+      if (use_slots) item.targets.set<"slots">(mtlm::gather(encoded.slots, indices));
+      if (use_lm) item.targets.set<"lm">({});
       batches.push_back(std::move(item));
     }
     return batches;
   };
+  // Selection: sentence accuracy when both tasks train, otherwise the trained task's own score.
+  const std::string select = use_intent && use_slots ? "valid_sentence" : use_intent ? "valid_intent" : "valid_slot_f1";
   auto evaluate = [&](nlu::Model& m) {
     const nlu::Scores s = nlu::score(valid_set, nlu::predict(m, valid_encoded, vocab));
     return mtlm::train::Metrics{{"valid_sentence", s.sentence_accuracy},
@@ -119,17 +133,47 @@ int train(const Args& args) {
                                 {"valid_slot_f1", s.slot_f1}};
   };
 
-  mtlm::Adam<float> adam({.lr = args.number("lr", 1e-3)});
-  mtlm::train::TrainerOptions options;
-  options.epochs = static_cast<int>(args.number("epochs", 40));
-  options.seed = seed;
-  options.clip_norm = 5.0;
-  options.max_seconds = args.number("time-budget", 0.0);
-  const auto result = Trainer(model, adam, options).fit(epoch, evaluate);
-  nlu::save_bundle(out, model, vocab);
-  std::cerr << "mtlm-nlu: best valid sentence accuracy " << result.best_metric << " at epoch "
-            << result.best_epoch << " of " << result.epochs_run << " (" << result.seconds
-            << " s); model written to " << out.string() << "\n";
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::string> reports(static_cast<std::size_t>(members));
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  auto train_member = [&](int m) {
+    try {
+      mtlm::Rng rng(seed * 1000003 + static_cast<std::uint64_t>(m));
+      nlu::Model& model = models[static_cast<std::size_t>(m)];
+      model.initialize(rng);
+      mtlm::Adam<float> adam({.lr = args.number("lr", 1e-3)});
+      mtlm::train::TrainerOptions options;
+      options.epochs = static_cast<int>(args.number("epochs", 40));
+      options.seed = rng.next();
+      options.clip_norm = 5.0;
+      options.select_metric = select;
+      options.max_seconds = args.number("time-budget", 0.0) / rounds;
+      options.log = m == 0 ? &std::cerr : nullptr;
+      const auto result = Trainer(model, adam, options).fit(epoch, evaluate);
+      reports[static_cast<std::size_t>(m)] = "model " + std::to_string(m + 1) + ": best " + select + " " +
+                                             std::to_string(result.best_metric) + " at epoch " +
+                                             std::to_string(result.best_epoch) + " of " +
+                                             std::to_string(result.epochs_run);
+    } catch (...) {
+      std::lock_guard lock(failure_mutex);
+      failure = std::current_exception();
+    }
+  };
+  for (int first = 0; first < members; first += threads) {
+    std::vector<std::thread> workers;
+    for (int m = first; m < std::min(members, first + threads); ++m) workers.emplace_back(train_member, m);
+    for (auto& w : workers) w.join();
+    if (failure) std::rethrow_exception(failure);
+  }
+  for (const auto& r : reports) std::cerr << "mtlm-nlu: " << r << "\n";
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (members > 1) {
+    const nlu::Scores s = nlu::score(valid_set, nlu::predict(models, valid_encoded, vocab));
+    std::cerr << "mtlm-nlu: ensemble of " << members << " on valid: " << scores_line(s) << "\n";
+  }
+  nlu::save_bundle(out, models, vocab);
+  std::cerr << "mtlm-nlu: trained in " << seconds << " s; model written to " << out.string() << "\n";
   return 0;
 }
 
@@ -138,7 +182,7 @@ int eval(const Args& args) {
   nlu::Bundle bundle = nlu::load_bundle(args.need("model"));
   const std::string split = args.get("split", "test");
   const auto data = mtlm::read_atis(std::filesystem::path(args.need("data")) / split);
-  const nlu::Scores s = nlu::score(data, nlu::predict(bundle.model, nlu::encode(data, bundle.vocab, false), bundle.vocab));
+  const nlu::Scores s = nlu::score(data, nlu::predict(bundle.models, nlu::encode(data, bundle.vocab, false), bundle.vocab));
   if (args.flags.contains("json")) {
     std::printf("{\"split\": %s, \"examples\": %zu, \"intent_accuracy\": %.6f, \"slot_f1\": %.6f, "
                 "\"sentence_accuracy\": %.6f}\n",
@@ -167,7 +211,7 @@ int predict(const Args& args) {
       continue;
     }
     for (auto& t : ex.tokens) t = mtlm::utf8::to_lower(t);
-    const auto p = nlu::predict(bundle.model, nlu::encode({ex}, bundle.vocab, false), bundle.vocab);
+    const auto p = nlu::predict(bundle.models, nlu::encode({ex}, bundle.vocab, false), bundle.vocab);
     std::string tokens = "[", slots = "[";
     for (std::size_t i = 0; i < ex.tokens.size(); ++i) {
       if (i) {
@@ -193,14 +237,15 @@ int main(int argc, char** argv) {
       return train(parse(argc, argv, {{"data", false}, {"out", false}, {"epochs", false}, {"seed", false},
                                       {"threads", false}, {"time-budget", false}, {"lr", false},
                                       {"batch-size", false}, {"dropout", false}, {"word-dropout", false},
-                                      {"lm", false}}));
+                                      {"tasks", false}, {"ensemble", false}}));
     if (command == "eval")
       return eval(parse(argc, argv, {{"model", false}, {"data", false}, {"split", false}, {"json", true},
                                      {"threads", false}}));
     if (command == "predict") return predict(parse(argc, argv, {{"model", false}, {"threads", false}}));
     std::cerr << "usage:\n"
                  "  mtlm-nlu train   --data DIR --out MODEL [--epochs N] [--seed N] [--threads N] [--time-budget S]\n"
-                 "                   [--lr X] [--batch-size N] [--dropout P] [--word-dropout P] [--lm on|off]\n"
+                 "                   [--ensemble K] [--tasks intent,slots,lm] [--lr X] [--batch-size N]\n"
+                 "                   [--dropout P] [--word-dropout P]\n"
                  "  mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json]\n"
                  "  mtlm-nlu predict --model MODEL   (utterances on stdin, one JSON object per line out)\n";
     return command.empty() || command == "--help" || command == "-h" ? 0 : 2;

@@ -5,7 +5,9 @@
 
 #include <mtlm/mtlm.hpp>
 
+#include <cstdlib>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -41,7 +43,6 @@ struct Vocabularies {
 struct Hyperparameters {
   double dropout = 0.3;
   double word_dropout = 0.1;
-  bool lm = true;  ///< train the auxiliary language-model task
 };
 
 inline Vocabularies build_vocabularies(const std::vector<mtlm::SequenceExample>& train) {
@@ -109,7 +110,21 @@ struct Predictions {
   std::vector<std::vector<std::string>> slots;
 };
 
-inline Predictions predict(Model& model, const EncodedSet& set, const Vocabularies& v, Index batch_size = 64) {
+namespace detail {
+/// Adds the softmax of every column of `logits` to `sum` (same shape).
+inline void add_softmax(const mtlm::Matrix<float, mtlm::Cpu>& logits, Eigen::MatrixXf& sum) {
+  const auto z = mtlm::Cpu::eigen(logits.view());
+  for (Index j = 0; j < z.cols(); ++j) {
+    const auto e = (z.col(j).array() - z.col(j).maxCoeff()).exp();
+    sum.col(j).array() += e / e.sum();
+  }
+}
+}  // namespace detail
+
+/// Predictions of an ensemble: the members' class probabilities are averaged (for one model,
+/// this is its own argmax).
+inline Predictions predict(std::span<Model> models, const EncodedSet& set, const Vocabularies& v,
+                           Index batch_size = 64) {
   Predictions out;
   out.intents.resize(set.words.size());
   out.slots.resize(set.words.size());
@@ -117,18 +132,34 @@ inline Predictions predict(Model& model, const EncodedSet& set, const Vocabulari
   options.max_sequences = batch_size;
   options.shuffle = false;
   mtlm::Rng unused(0);
+  Eigen::MatrixXf intent_sum, slot_sum;
   for (const auto& indices : mtlm::bucket_batches(set.lengths, options, unused)) {
     const mtlm::Batch batch = make_batch(set, indices);
-    model.forward(batch, mtlm::Mode::eval);
-    const auto intents = model.head<"intent">().predict();
-    const auto slots = model.head<"slots">().predict(batch);
-    for (std::size_t b = 0; b < indices.size(); ++b) {
-      const auto i = static_cast<std::size_t>(indices[b]);
-      out.intents[i] = v.intents.label(intents[b]);
-      out.slots[i] = v.slots.labels(slots[b]);
+    intent_sum.setZero(v.intents.size(), batch.batch_size);
+    slot_sum.setZero(v.slots.size(), batch.columns());
+    for (Model& model : models) {
+      model.forward(batch, mtlm::Mode::eval);
+      detail::add_softmax(model.head<"intent">().logits(), intent_sum);
+      detail::add_softmax(model.head<"slots">().logits(), slot_sum);
+    }
+    for (Index b = 0; b < batch.batch_size; ++b) {
+      const auto i = static_cast<std::size_t>(indices[static_cast<std::size_t>(b)]);
+      Index best = 0;
+      intent_sum.col(b).maxCoeff(&best);
+      out.intents[i] = v.intents.label(static_cast<mtlm::TokenId>(best));
+      auto& tags = out.slots[i];
+      tags.clear();
+      for (Index t = 0; t < batch.lengths[static_cast<std::size_t>(b)]; ++t) {
+        slot_sum.col(batch.column(b, t)).maxCoeff(&best);
+        tags.push_back(v.slots.label(static_cast<mtlm::TokenId>(best)));
+      }
     }
   }
   return out;
+}
+
+inline Predictions predict(Model& model, const EncodedSet& set, const Vocabularies& v) {
+  return predict(std::span<Model>(&model, 1), set, v);
 }
 
 struct Scores {
@@ -149,14 +180,16 @@ inline Scores score(const std::vector<mtlm::SequenceExample>& gold, const Predic
   return s;
 }
 
-// ---- the model file: weights and vocabularies in one safetensors file ------------------------
+// ---- the model file: every member's weights and the vocabularies in one safetensors file ---
 
-inline constexpr const char* bundle_format = "mtlm-nlu-1";
+inline constexpr const char* bundle_format = "mtlm-nlu-2";
 
-inline void save_bundle(const std::filesystem::path& path, Model& model, const Vocabularies& v) {
+inline void save_bundle(const std::filesystem::path& path, std::span<Model> models, const Vocabularies& v) {
   mtlm::io::SafetensorsWriter writer;
-  mtlm::io::add_parameters(writer, model);
+  for (std::size_t m = 0; m < models.size(); ++m)
+    mtlm::io::add_parameters(writer, models[m], "member" + std::to_string(m) + ".");
   writer.set_metadata("format", bundle_format);
+  writer.set_metadata("members", std::to_string(models.size()));
   writer.set_metadata("vocab.words", v.words.to_text());
   writer.set_metadata("vocab.chars", v.chars.to_text());
   writer.set_metadata("labels.intents", v.intents.to_text());
@@ -166,7 +199,7 @@ inline void save_bundle(const std::filesystem::path& path, Model& model, const V
 
 struct Bundle {
   Vocabularies vocab;
-  Model model;
+  std::vector<Model> models;
 };
 
 inline Bundle load_bundle(const std::filesystem::path& path) {
@@ -179,15 +212,22 @@ inline Bundle load_bundle(const std::filesystem::path& path) {
     return it->second;
   };
   if (text("format") != bundle_format)
-    throw mtlm::FormatError(file.source(), 0, "model format \"" + text("format") + "\", expected \"" + bundle_format + "\"");
+    throw mtlm::FormatError(file.source(), 0, "model format \"" + text("format") + "\", expected \"" +
+                                                  bundle_format + "\"");
   const std::string source = file.source();
-  Vocabularies v{mtlm::Vocabulary::from_text(text("vocab.words"), source + "[vocab.words]"),
+  Bundle bundle{{mtlm::Vocabulary::from_text(text("vocab.words"), source + "[vocab.words]"),
                  mtlm::CharVocabulary::from_text(text("vocab.chars"), source + "[vocab.chars]"),
                  mtlm::LabelSet::from_text(text("labels.intents"), source + "[labels.intents]"),
-                 mtlm::LabelSet::from_text(text("labels.slots"), source + "[labels.slots]")};
-  Model model = make_model(v, {});
-  mtlm::io::read_parameters(file, model);
-  return {std::move(v), std::move(model)};
+                 mtlm::LabelSet::from_text(text("labels.slots"), source + "[labels.slots]")},
+                {}};
+  const int members = std::atoi(text("members").c_str());
+  if (members < 1 || members > 64)
+    throw mtlm::FormatError(file.source(), 0, "\"members\" must be between 1 and 64, got \"" + text("members") + "\"");
+  for (int m = 0; m < members; ++m) {
+    Model& model = bundle.models.emplace_back(make_model(bundle.vocab, {}));
+    mtlm::io::read_parameters(file, model, "member" + std::to_string(m) + ".");
+  }
+  return bundle;
 }
 
 }  // namespace nlu
