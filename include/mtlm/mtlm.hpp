@@ -73,6 +73,7 @@
 #include "mtlm/io/safetensors.hpp"
 
 #include "mtlm/train/checkpoint.hpp"
+#include "mtlm/train/multi_dataset.hpp"
 #include "mtlm/train/progress.hpp"
 #include "mtlm/train/sampler.hpp"
 #include "mtlm/train/trainer.hpp"
