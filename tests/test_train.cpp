@@ -23,11 +23,12 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr Index vocab = 12;
-using Trunk = Sequential<Embedding<Dynamic, 8>, Linear<8, 8>, Tanh<>>;
+// Dropout in the trunk: a resumed run must also continue the dropout masks' random stream.
+using Trunk = Sequential<Embedding<Dynamic, 8>, Linear<8, 8>, Tanh<>, Dropout<>>;
 using Model = MultiTask<Trunk, Task<"seq", SequenceClassifier<8, 3>>, Task<"tok", TokenTagger<8, 2>>>;
 
 Model make_model(std::uint64_t seed) {
-  Model m{Trunk(Embedding<Dynamic, 8>(vocab)), SequenceClassifier<8, 3>(), TokenTagger<8, 2>()};
+  Model m{Trunk(Embedding<Dynamic, 8>(vocab), Linear<8, 8>(), Tanh<>(), Dropout<>(0.2)), SequenceClassifier<8, 3>(), TokenTagger<8, 2>()};
   Rng rng(seed);
   m.initialize(rng);
   return m;
@@ -122,7 +123,7 @@ TEST_CASE("checkpoints for another model or corrupted ones are rejected clearly"
   train::Trainer<Model, Adam<float>>(model, adam, options).fit(epoch_batches);
 
   using Other = MultiTask<Trunk, Task<"seq", SequenceClassifier<8, 4>>, Task<"tok", TokenTagger<8, 2>>>;
-  Other other{Trunk(Embedding<Dynamic, 8>(vocab)), SequenceClassifier<8, 4>(), TokenTagger<8, 2>()};
+  Other other{Trunk(Embedding<Dynamic, 8>(vocab), Linear<8, 8>(), Tanh<>(), Dropout<>(0.2)), SequenceClassifier<8, 4>(), TokenTagger<8, 2>()};
   Adam<float> adam2;
   CHECK_THROWS_WITH_AS(train::load_checkpoint(dir.path / "run.ckpt", other, adam2),
                        doctest::Contains("\"model.seq.output.weight\" has shape [3, 8], the model expects [4, 8]"),
@@ -290,12 +291,18 @@ TEST_CASE("multi-dataset training: each task from its own data, interleaved by t
     CHECK(epoch[i].targets.at<1>().has_value() == (i % 2 == 1));
   }
 
-  // Mean losses on fresh data from each task's own distribution.
+  // Mean losses (inference mode) on fresh data from each task's own distribution.
   auto losses_of = [&](Model& m) {
     Rng fresh(77);
     double seq = 0, tok = 0;
-    for (const auto& item : source_for(true)(fresh)) seq += m.forward_backward(item.batch, item.targets).task[0] / 6;
-    for (const auto& item : source_for(false)(fresh)) tok += m.forward_backward(item.batch, item.targets).task[1] / 3;
+    for (const auto& item : source_for(true)(fresh)) {
+      m.forward(item.batch, Mode::eval);
+      seq += m.head<"seq">().loss(*item.targets.at<0>(), item.batch) / 6;
+    }
+    for (const auto& item : source_for(false)(fresh)) {
+      m.forward(item.batch, Mode::eval);
+      tok += m.head<"tok">().loss(*item.targets.at<1>(), item.batch) / 3;
+    }
     return std::pair{seq, tok};
   };
   Model model = make_model(8);

@@ -7,6 +7,7 @@
 #include "mtlm/core/config.hpp"
 #include "mtlm/core/init.hpp"
 #include "mtlm/core/matrix.hpp"
+#include "mtlm/core/random.hpp"
 
 #include <string>
 #include <string_view>
@@ -58,6 +59,14 @@ auto prefixed(std::string_view prefix, Visitor& visitor) {
     full.append(prefix).append(".").append(name);
     visitor(std::string_view(full), param);
   };
+}
+
+/// Visits every random generator owned by `x` (dropout masks, word dropout) as
+/// f(std::string_view name, Rng&), with the same naming as for_each_param; a no-op for things
+/// without generators. Checkpoints save them so a resumed run draws the same numbers.
+template <class T, class F>
+void visit_rngs(T& x, F&& f) {
+  if constexpr (requires { x.for_each_rng(f); }) x.for_each_rng(f);
 }
 
 template <HasParams T>

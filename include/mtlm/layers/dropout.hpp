@@ -106,6 +106,12 @@ class Dropout {
     return dx_;
   }
 
+  /// The layer's generator, for checkpoints that must resume the same random stream.
+  template <class F>
+  void for_each_rng(F&& f) {
+    f("rng", rng_);
+  }
+
   template <class F>
   void for_each_param(F&&) {}
 

@@ -123,6 +123,12 @@ class WordCharEmbedding {
     char_.backward(dy.middle_rows(word_rows, char_.filters()), batch);
   }
 
+  /// The layer's generator, for checkpoints that must resume the same random stream.
+  template <class F>
+  void for_each_rng(F&& f) {
+    f("rng", rng_);
+  }
+
   template <class F>
   void for_each_param(F&& f) {
     word_.for_each_param(prefixed("word", f));

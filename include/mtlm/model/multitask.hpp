@@ -209,6 +209,15 @@ class BasicMultiTask {
     weighting_.for_each_param(prefixed("loss_weighting", f));
   }
 
+  /// Random generators of the trunk and heads (see visit_rngs), named like their parameters.
+  template <class F>
+  void for_each_rng(F&& f) {
+    visit_rngs(trunk_, prefixed("trunk", f));
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (visit_rngs(std::get<I>(heads_), prefixed(task_names[I], f)), ...);
+    }(std::make_index_sequence<task_count>{});
+  }
+
  private:
   template <std::size_t I>
   void task_step(ConstView<Scalar> features, const Batch& batch, const Targets& targets,

@@ -115,6 +115,17 @@ class Sequential {
     visit_params(f, std::make_index_sequence<size>{});
   }
 
+  template <class F>
+  void for_each_rng(F&& f) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      auto visit_one = [&](auto& layer, std::size_t index) {
+        const std::string prefix = std::to_string(index);
+        visit_rngs(layer, prefixed(prefix, f));
+      };
+      (visit_one(std::get<I>(layers_), I), ...);
+    }(std::make_index_sequence<size>{});
+  }
+
   template <std::size_t I>
   auto& layer() {
     return std::get<I>(layers_);

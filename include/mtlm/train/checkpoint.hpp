@@ -3,7 +3,8 @@
 // it follows the same trajectory as one that never stopped.
 //
 // Layout: "model.<param>" and "optimizer.<state>" tensors, "optimizer.param_steps" (I64), and
-// metadata "mtlm.checkpoint" = "1", "epoch", "rng", "best_metric", "best_epoch", "stale_epochs".
+// metadata "mtlm.checkpoint" = "1", "epoch", "rng", "best_metric", "best_epoch", "stale_epochs",
+// and "rng.model.<name>" for every generator inside the model (dropout, word dropout).
 #pragma once
 
 #include "mtlm/core/random.hpp"
@@ -75,6 +76,9 @@ void save_checkpoint(const std::filesystem::path& path, Model& model, Optimizer&
     writer.add("optimizer.param_steps", {static_cast<std::int64_t>(steps.size())}, steps.data(), steps.size());
   }
   for (const auto& [k, v] : metadata) writer.set_metadata(k, v);
+  visit_rngs(model, [&](std::string_view name, Rng& rng) {
+    writer.set_metadata("rng.model." + std::string(name), detail::encode_rng(rng.state()));
+  });
   writer.set_metadata("mtlm.checkpoint", "1");
   writer.set_metadata("epoch", std::to_string(state.epoch));
   writer.set_metadata("optimizer_steps", std::to_string(optimizer.steps()));
@@ -110,6 +114,12 @@ TrainingState load_checkpoint(const std::filesystem::path& path, Model& model, O
   const std::int64_t optimizer_steps = std::stoll(field("optimizer_steps"));
 
   io::read_parameters(file, model, "model.");
+  visit_rngs(model, [&](std::string_view name, Rng& rng) {
+    const auto it = meta.find("rng.model." + std::string(name));
+    if (it == meta.end())
+      throw FormatError(file.source(), 0, "checkpoint has no state for the model's generator \"" + std::string(name) + "\"");
+    rng.set_state(detail::decode_rng(it->second, file.source()));
+  });
   optimizer.prepare(model);
   optimizer.for_each_state([&](std::string_view name, auto& tensor) {
     io::read_matrix(file, "optimizer." + std::string(name), tensor);
