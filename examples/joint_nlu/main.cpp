@@ -97,7 +97,6 @@ int train(const Args& args) {
   const int members = static_cast<int>(args.number("ensemble", 1));
   const int threads = static_cast<int>(args.number("threads", 1));
   if (members < 1 || threads < 1) throw mtlm::Error("--ensemble and --threads must be at least 1");
-  mtlm::Cpu::set_threads(1);  // parallelism comes from training members side by side
   const int rounds = (members + threads - 1) / threads;
 
   const nlu::Vocabularies vocab = nlu::build_vocabularies(train_set);
@@ -139,6 +138,7 @@ int train(const Args& args) {
   std::mutex failure_mutex;
   auto train_member = [&](int m) {
     try {
+      mtlm::Cpu::set_threads(1);  // parallelism comes from training members side by side
       mtlm::Rng rng(seed * 1000003 + static_cast<std::uint64_t>(m));
       nlu::Model& model = models[static_cast<std::size_t>(m)];
       model.initialize(rng);

@@ -8,6 +8,10 @@
 #include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -89,9 +93,40 @@ struct Cpu {
   }
 
   // ---- level 3 -------------------------------------------------------------------------------
+  /// Products of fewer multiply-adds than this run on one thread: waking a second thread costs
+  /// more than it saves at these sizes, and on a busy machine a descheduled partner stalls the
+  /// product for a whole scheduler time slice (measured: 256x16x64 took 3 ms instead of 20 us).
+  static constexpr double parallel_gemm_min_work = 4.0e6;
+
   template <class S>
   static void gemm(Transpose ta, Transpose tb, S alpha, In<S> a, In<S> b, S beta,
                    MatrixView<S> c) {
+    const double depth = static_cast<double>(ta == Transpose::no ? a.cols : a.rows);
+    if (static_cast<double>(c.rows) * static_cast<double>(c.cols) * depth < parallel_gemm_min_work) {
+      const SingleThreaded scope;
+      gemm_eigen(ta, tb, alpha, a, b, beta, c);
+    } else {
+      gemm_eigen(ta, tb, alpha, a, b, beta, c);
+    }
+  }
+
+ private:
+  /// Runs the enclosing scope's matrix products on the calling thread only.
+  struct SingleThreaded {
+#if defined(_OPENMP)
+    int saved = omp_get_max_threads();
+    SingleThreaded() {
+      if (saved > 1) omp_set_num_threads(1);
+    }
+    ~SingleThreaded() {
+      if (saved > 1) omp_set_num_threads(saved);
+    }
+#endif
+  };
+
+  template <class S>
+  static void gemm_eigen(Transpose ta, Transpose tb, S alpha, In<S> a, In<S> b, S beta,
+                         MatrixView<S> c) {
     auto C = eigen(c);
     if (beta == S(0))
       C.setZero();
@@ -109,6 +144,8 @@ struct Cpu {
       C.noalias() += alpha * A.transpose() * B.transpose();
   }
 
+
+ public:
   // ---- bias ----------------------------------------------------------------------------------
   template <class S>
   static void add_bias(In<S> bias, MatrixView<S> y) {
@@ -164,11 +201,21 @@ struct Cpu {
     }
   }
 
-  /// Threads used by matrix products (OpenMP builds); 0 keeps the current setting.
-  static void set_threads(int n) {
-    if (n > 0) Eigen::setNbThreads(n);
+  /// Threads used by the calling thread's large matrix products (OpenMP builds; a setting of
+  /// each calling thread, so threads that train models side by side can each ask for one).
+  /// 0 keeps the current setting. Without OpenMP, products always run on the calling thread.
+  static void set_threads([[maybe_unused]] int n) {
+#if defined(_OPENMP)
+    if (n > 0) omp_set_num_threads(n);
+#endif
   }
-  static int threads() { return Eigen::nbThreads(); }
+  static int threads() {
+#if defined(_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+  }
 };
 
 static_assert(Backend<Cpu>, "the CPU policy must model the Backend concept");
