@@ -27,6 +27,7 @@
 #include "mtlm/layers/activation.hpp"
 #include "mtlm/layers/attention.hpp"
 #include "mtlm/layers/char_cnn.hpp"
+#include "mtlm/layers/crf.hpp"
 #include "mtlm/layers/dropout.hpp"
 #include "mtlm/layers/embedding.hpp"
 #include "mtlm/layers/gru.hpp"
@@ -50,6 +51,7 @@
 #include "mtlm/metrics/perplexity.hpp"
 #include "mtlm/metrics/span_f1.hpp"
 
+#include "mtlm/heads/crf_tagger.hpp"
 #include "mtlm/heads/lm_head.hpp"
 #include "mtlm/heads/multi_label.hpp"
 #include "mtlm/heads/pooled_projection.hpp"

@@ -103,7 +103,7 @@ struct Cpu {
                    MatrixView<S> c) {
     const double depth = static_cast<double>(ta == Transpose::no ? a.cols : a.rows);
     if (static_cast<double>(c.rows) * static_cast<double>(c.cols) * depth < parallel_gemm_min_work) {
-      const SingleThreaded scope;
+      [[maybe_unused]] const SingleThreaded scope;
       gemm_eigen(ta, tb, alpha, a, b, beta, c);
     } else {
       gemm_eigen(ta, tb, alpha, a, b, beta, c);
