@@ -6,6 +6,8 @@
 #include <mtlm/layers/gru.hpp>
 #include <mtlm/layers/lstm.hpp>
 
+#include "layer_harness.hpp"
+
 namespace {
 
 constexpr mtlm::Index batch_size = 32, length = 32, input = 128, hidden = 128;
@@ -19,22 +21,7 @@ mtlm::Batch ragged_batch() {
 
 template <class Layer>
 void run_layer(benchmark::State& state, bool with_backward, const mtlm::Batch& batch) {
-  Layer layer;
-  mtlm::Rng rng(1);
-  layer.initialize(rng);
-  mtlm::Matrix<float, mtlm::Cpu> x(input, batch.columns()), dy;
-  for (mtlm::Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng.normal());
-  for (auto _ : state) {
-    const auto& y = layer.forward(x.view(), batch, mtlm::Mode::train);
-    if (with_backward) {
-      if (dy.size() != y.size()) dy = mtlm::Matrix<float, mtlm::Cpu>(y.rows(), y.cols(), 0.5f);
-      benchmark::DoNotOptimize(layer.backward(dy.view(), batch).data());
-    }
-    benchmark::DoNotOptimize(y.data());
-  }
-  // Real tokens per second (for full-length batches: batch columns, as in layers.cpp).
-  state.counters["tokens_per_second"] = benchmark::Counter(
-      static_cast<double>(batch.token_count()), benchmark::Counter::kIsIterationInvariantRate);
+  mtlm::bench::run_layer<Layer>(state, input, batch, with_backward);
 }
 
 using Lstm = mtlm::Lstm<input, hidden>;
