@@ -12,10 +12,18 @@
 
 #include <concepts>
 #include <string_view>
+#include <type_traits>
 
 namespace mtlm {
 
 enum class Transpose { no, yes };
+
+namespace backend {
+/// A const view parameter that does not take part in deducing S, so a mutable view or a
+/// Matrix converts to it; S comes from the output view or the scalar arguments.
+template <class S>
+using In = std::type_identity_t<ConstView<S>>;
+}  // namespace backend
 
 /// Point-wise non-linearities with analytic derivatives. GELU is the exact (erf) form.
 enum class Activation { identity, relu, gelu, tanh, sigmoid };

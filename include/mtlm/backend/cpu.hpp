@@ -19,11 +19,6 @@
 
 namespace mtlm::backend {
 
-/// A const view parameter that does not take part in deducing S, so a mutable view or a
-/// Matrix converts to it; S comes from the output view or the scalar arguments.
-template <class S>
-using In = std::type_identity_t<ConstView<S>>;
-
 struct Cpu {
   static constexpr std::string_view name = "cpu";
   static constexpr bool is_host = true;

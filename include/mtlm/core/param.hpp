@@ -45,10 +45,17 @@ struct Param {
 
 /// Anything whose parameters can be visited: `x.for_each_param(f)` calls
 /// `f(std::string_view name, Param&)` once per parameter, in a fixed order.
-template <class T>
-concept HasParams = requires(T& t) {
-  t.for_each_param([](std::string_view, auto&) {});
+namespace detail {
+/// Accepts any parameter; a named type rather than a lambda, because nvcc's front end rejects
+/// lambdas inside a concept's requires-expression.
+struct AnyParamVisitor {
+  template <class P>
+  void operator()(std::string_view, P&) const {}
 };
+}  // namespace detail
+
+template <class T>
+concept HasParams = requires(T& t, detail::AnyParamVisitor visitor) { t.for_each_param(visitor); };
 
 /// Wraps a visitor so that every name it sees starts with `prefix` and a dot.
 template <class Visitor>

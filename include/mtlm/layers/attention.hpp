@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 #include <string>
 
 namespace mtlm {
@@ -54,6 +55,74 @@ void attention_softmax_backward(Cpu, In<S> probs, MatrixView<S> grad) {
   for (Index j = 0; j < grad.cols; ++j) {
     const S inner = P.col(j).dot(G.col(j));
     G.col(j).array() = P.col(j).array() * (G.col(j).array() - inner);
+  }
+}
+
+/// Where the heads live: qkv is (3 dim x B*T), rows [part * dim + h * head_dim, + head_dim) are
+/// part (0 q, 1 k, 2 v) of head h; the probabilities of sequence b and head h are the (T x T)
+/// block of probs at column (b * heads + h) * T, column j holding query j's weights over keys.
+struct AttentionShape {
+  Index dim, heads, head_dim, max_length;
+  bool causal;
+};
+
+namespace attention_detail {
+template <class S>
+MatrixView<S> head(MatrixView<S> m, const AttentionShape& s, Index part, Index h, Index b,
+                   Index len) {
+  return m.middle_rows(part * s.dim + h * s.head_dim, s.head_dim).middle_cols(b * s.max_length, len);
+}
+template <class S>
+MatrixView<S> block(MatrixView<S> probs, const AttentionShape& s, Index b, Index h, Index len) {
+  return probs.middle_cols((b * s.heads + h) * s.max_length, len).middle_rows(0, len);
+}
+}  // namespace attention_detail
+
+/// Per sequence b and head h: P = softmax(scale k^T q) over b's real tokens into its block of
+/// probs, and context = v P into the head's rows of context (padding columns left alone).
+/// On the CPU every product covers the real tokens only.
+template <class S>
+void attention_forward(Cpu, In<S> qkv, std::span<const Index> lengths, const AttentionShape& s,
+                       S scale, MatrixView<S> probs, MatrixView<S> context) {
+  using attention_detail::block;
+  using attention_detail::head;
+  for (Index b = 0; b < static_cast<Index>(lengths.size()); ++b) {
+    const Index len = lengths[static_cast<std::size_t>(b)];
+    for (Index h = 0; h < s.heads; ++h) {
+      const auto p = block(probs, s, b, h, len);
+      Cpu::gemm(Transpose::yes, Transpose::no, scale, head(qkv, s, 1, h, b, len),
+                head(qkv, s, 0, h, b, len), S(0), p);
+      attention_softmax_forward(Cpu{}, p, s.causal);
+      Cpu::gemm(Transpose::no, Transpose::no, S(1), head(qkv, s, 2, h, b, len), In<S>(p), S(0),
+                head(context, s, 0, h, b, len));
+    }
+  }
+}
+
+/// Backward of attention_forward: from d_context (dim x B*T) writes d_qkv at every real column
+/// (padding columns are the caller's). d_probs is scratch: (T x T) on the CPU.
+template <class S>
+void attention_backward(Cpu, In<S> qkv, In<S> probs, In<S> d_context,
+                        std::span<const Index> lengths, const AttentionShape& s, S scale,
+                        MatrixView<S> d_probs, MatrixView<S> d_qkv) {
+  using attention_detail::block;
+  using attention_detail::head;
+  for (Index b = 0; b < static_cast<Index>(lengths.size()); ++b) {
+    const Index len = lengths[static_cast<std::size_t>(b)];
+    for (Index h = 0; h < s.heads; ++h) {
+      const auto q = head(qkv, s, 0, h, b, len), k = head(qkv, s, 1, h, b, len),
+                 v = head(qkv, s, 2, h, b, len);
+      const auto p = block(probs, s, b, h, len);
+      const auto d_out = head(d_context, s, 0, h, b, len);
+      const auto dp = d_probs.middle_rows(0, len).middle_cols(0, len);
+      // context = v P:  dv = d_out P^T,  dP = v^T d_out
+      Cpu::gemm(Transpose::no, Transpose::yes, S(1), d_out, p, S(0), head(d_qkv, s, 2, h, b, len));
+      Cpu::gemm(Transpose::yes, Transpose::no, S(1), v, d_out, S(0), dp);
+      attention_softmax_backward(Cpu{}, p, dp);
+      // scores = scale k^T q:  dq = scale k dS,  dk = scale q dS^T
+      Cpu::gemm(Transpose::no, Transpose::no, scale, k, In<S>(dp), S(0), head(d_qkv, s, 0, h, b, len));
+      Cpu::gemm(Transpose::no, Transpose::yes, scale, q, In<S>(dp), S(0), head(d_qkv, s, 1, h, b, len));
+    }
   }
 }
 
@@ -109,19 +178,8 @@ class BasicMultiHeadSelfAttention {
     probs_.resize(T, T * batch.batch_size * Heads);
     context_.resize(dim_, n);
     const S scale = S(1) / std::sqrt(static_cast<S>(head_dim_));
-    for (Index b = 0; b < batch.batch_size; ++b) {
-      const Index len = batch.lengths[static_cast<std::size_t>(b)];
-      for (Index h = 0; h < Heads; ++h) {
-        const auto q = head_view(qkv_.view(), 0, h, b, T, len);
-        const auto k = head_view(qkv_.view(), 1, h, b, T, len);
-        const auto v = head_view(qkv_.view(), 2, h, b, T, len);
-        const auto p = prob_view(b, h, T, len);
-        B::gemm(Transpose::yes, Transpose::no, scale, k, q, S(0), p);
-        backend::attention_softmax_forward(B{}, p, Causal);
-        B::gemm(Transpose::no, Transpose::no, S(1), v, ConstView<S>(p), S(0),
-                head_view(context_.view(), 0, h, b, T, len));
-      }
-    }
+    attention_forward(B{}, qkv_.view(), std::span<const Index>(batch.lengths), shape(T),
+                               scale, probs_.view(), context_.view());
     detail::zero_padding<B>(context_.view(), batch);
 
     y_.resize(dim_, n);
@@ -151,29 +209,13 @@ class BasicMultiHeadSelfAttention {
             d_context_.view());
 
     d_qkv_.resize(3 * dim_, n);
-    d_probs_.resize(T, T);
+    // Host backends work block by block in one (T x T) scratch; a device backend does every
+    // sequence and head at once.
+    d_probs_.resize(T, B::is_host ? T : T * batch.batch_size * Heads);
     const S scale = S(1) / std::sqrt(static_cast<S>(head_dim_));
-    for (Index b = 0; b < batch.batch_size; ++b) {
-      const Index len = batch.lengths[static_cast<std::size_t>(b)];
-      for (Index h = 0; h < Heads; ++h) {
-        const ConstView<S> q = head_view(qkv_.view(), 0, h, b, T, len);
-        const ConstView<S> k = head_view(qkv_.view(), 1, h, b, T, len);
-        const ConstView<S> v = head_view(qkv_.view(), 2, h, b, T, len);
-        const ConstView<S> p = prob_view(b, h, T, len);
-        const ConstView<S> d_out = head_view(d_context_.view(), 0, h, b, T, len);
-        const auto dp = d_probs_.view().middle_rows(0, len).middle_cols(0, len);
-        // context = v P:  dv = d_out P^T,  dP = v^T d_out
-        B::gemm(Transpose::no, Transpose::yes, S(1), d_out, p, S(0),
-                head_view(d_qkv_.view(), 2, h, b, T, len));
-        B::gemm(Transpose::yes, Transpose::no, S(1), v, d_out, S(0), dp);
-        backend::attention_softmax_backward(B{}, p, dp);
-        // scores = scale k^T q:  dq = scale k dS,  dk = scale q dS^T
-        B::gemm(Transpose::no, Transpose::no, scale, k, ConstView<S>(dp), S(0),
-                head_view(d_qkv_.view(), 0, h, b, T, len));
-        B::gemm(Transpose::no, Transpose::yes, scale, q, ConstView<S>(dp), S(0),
-                head_view(d_qkv_.view(), 1, h, b, T, len));
-      }
-    }
+    attention_backward(B{}, qkv_.view(), probs_.view(), d_context_.view(),
+                                std::span<const Index>(batch.lengths), shape(T), scale,
+                                d_probs_.view(), d_qkv_.view());
     detail::zero_padding<B>(d_qkv_.view(), batch);
 
     B::gemm(Transpose::no, Transpose::yes, S(1), d_qkv_.view(), input_, S(1),
@@ -211,17 +253,7 @@ class BasicMultiHeadSelfAttention {
                        " columns, the batch has " + std::to_string(batch.columns()));
   }
 
-  /// Rows of part (0 q, 1 k, 2 v) and head h, real columns of sequence b: (dh x len), a
-  /// strided view of a (k * D x B*T) matrix.
-  MatrixView<S> head_view(MatrixView<S> m, Index part, Index h, Index b, Index T,
-                          Index len) const {
-    return m.middle_rows(part * dim_ + h * head_dim_, head_dim_).middle_cols(b * T, len);
-  }
-
-  /// The (len x len) probabilities of sequence b and head h, inside a (T x T) block.
-  MatrixView<S> prob_view(Index b, Index h, Index T, Index len) {
-    return probs_.view().middle_cols((b * Heads + h) * T, len).middle_rows(0, len);
-  }
+  backend::AttentionShape shape(Index T) const { return {dim_, Heads, head_dim_, T, Causal}; }
 
   Index dim_, head_dim_;
   Param<S, B> in_proj_weight_, in_proj_bias_, out_proj_weight_, out_proj_bias_;

@@ -50,16 +50,16 @@ namespace backend {
 // CPU kernels
 
 /// pooled(f, j) = max over the windows offsets[j] <= k < offsets[j + 1] of scores(f, k), and
-/// argmax[j * F + f] = the first k reaching it; a column without windows gets 0 and -1.
+/// argmax(f, j) = the first k reaching it; a column without windows gets 0 and -1.
 template <class S>
 void char_cnn_max_pool(Cpu, In<S> scores, std::span<const Index> offsets, MatrixView<S> pooled,
-                       std::span<Index> argmax) {
+                       MatrixView<Index> argmax) {
   const Index filters = pooled.rows;
   for (Index j = 0; j < pooled.cols; ++j) {
     const Index first = offsets[static_cast<std::size_t>(j)];
     const Index last = offsets[static_cast<std::size_t>(j) + 1];
     S* best = pooled.col_ptr(j);
-    Index* arg = argmax.data() + j * filters;
+    Index* arg = argmax.col_ptr(j);
     if (first == last) {
       std::fill_n(best, filters, S(0));
       std::fill_n(arg, filters, Index{-1});
@@ -78,16 +78,16 @@ void char_cnn_max_pool(Cpu, In<S> scores, std::span<const Index> offsets, Matrix
   }
 }
 
-/// dscores = 0 except dscores(f, argmax[j * F + f]) = dpooled(f, j): each filter's gradient goes
+/// dscores = 0 except dscores(f, argmax(f, j)) = dpooled(f, j): each filter's gradient goes
 /// to the window that won the max. A window belongs to one word, so nothing adds up.
 template <class S>
-void char_cnn_max_pool_backward(Cpu, In<S> dpooled, std::span<const Index> argmax,
+void char_cnn_max_pool_backward(Cpu, In<S> dpooled, ConstView<Index> argmax,
                                 MatrixView<S> dscores) {
   Cpu::eigen(dscores).setZero();
   const Index filters = dpooled.rows;
   for (Index j = 0; j < dpooled.cols; ++j) {
     const S* g = dpooled.col_ptr(j);
-    const Index* arg = argmax.data() + j * filters;
+    const Index* arg = argmax.col_ptr(j);
     for (Index f = 0; f < filters; ++f)
       if (arg[f] >= 0) dscores.col_ptr(arg[f])[f] = g[f];
   }
@@ -140,9 +140,9 @@ class CharCnn {
     B::gemm(Transpose::no, Transpose::no, S(1), weight_.value.view(), windows_.view(), S(0),
             scores_.view());
     pooled_.resize(filters_, n);
-    argmax_.resize(static_cast<std::size_t>(filters_ * n));
+    argmax_.resize(filters_, n);
     char_cnn_max_pool(B{}, scores_.view(), std::span<const Index>(offsets_), pooled_.view(),
-                      std::span<Index>(argmax_));
+                      argmax_.view());
     B::add_bias(bias_.value.view(), pooled_.view());
     y_.resize(filters_, n);
     B::template activate<Activation::tanh>(pooled_.view(), y_.view());
@@ -163,8 +163,7 @@ class CharCnn {
     B::sum_columns(dpooled_.view(), S(1), bias_.grad.view());
     const Index windows = windows_.cols();
     dscores_.resize(filters_, windows);
-    char_cnn_max_pool_backward(B{}, dpooled_.view(), std::span<const Index>(argmax_),
-                               dscores_.view());
+    char_cnn_max_pool_backward(B{}, dpooled_.view(), argmax_.view(), dscores_.view());
     B::gemm(Transpose::no, Transpose::yes, S(1), dscores_.view(), windows_.view(), S(1),
             weight_.grad.view());
     dwindows_.resize(dim_ * width_, windows);
@@ -263,7 +262,8 @@ class CharCnn {
   Index vocab_, dim_, filters_, width_;
   Param<S, B> embedding_, weight_, bias_;
   // per forward: window plan (host), argmax routing, activations
-  std::vector<Index> offsets_, lengths_, window_chars_, argmax_;
+  std::vector<Index> offsets_, lengths_, window_chars_;
+  Matrix<Index, B> argmax_;
   std::vector<std::pair<Index, Index>> empty_runs_;
   Matrix<S, B> windows_, scores_, pooled_, y_;
   // backward workspaces

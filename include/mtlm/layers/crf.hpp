@@ -478,6 +478,10 @@ void crf_viterbi_backtrack(Cpu, In<S> delta, In<S> end, std::span<const std::int
 template <Index Tags = Dynamic, class S = float, class B = Cpu>
   requires Dimension<Tags> && Backend<B>
 class LinearChainCrf {
+  static_assert(B::is_host,
+                "mtlm: LinearChainCrf has no device kernels yet: keep the CRF on a host backend "
+                "(Cpu), or tag with a TokenTagger on the GPU");
+
  public:
   using Scalar = S;
   using BackendType = B;

@@ -34,11 +34,11 @@ concept TaskHead =
       typename H::BackendType;
     } &&
     requires(H& h, ConstView<typename H::Scalar> x, const Batch& b, Mode m,
-             const typename H::Target& t, typename H::Scalar s) {
+             const typename H::Target& t, typename H::Scalar s, detail::AnyParamVisitor visitor) {
       h.forward(x, b, m);
       { h.loss(t, b) } -> std::convertible_to<double>;
       h.backward(s, b);
-      h.for_each_param([](std::string_view, auto&) {});
+      h.for_each_param(visitor);
     };
 
 /// Instantiated for every head; a mismatch names the trunk's output and the head's input.
