@@ -22,5 +22,6 @@
 #include "mtlm/backend/cuda/loss_kernels.hpp"
 #include "mtlm/backend/cuda/memory_pool.hpp"
 #include "mtlm/backend/cuda/optimizer_kernels.hpp"
+#include "mtlm/backend/cuda/pinned_staging.hpp"
 #include "mtlm/backend/cuda/policy.hpp"
 #include "mtlm/backend/cuda/runtime.hpp"

@@ -7,6 +7,7 @@
 // every device operation in mtlm runs on the one stream of runtime.hpp.
 #pragma once
 
+#include "mtlm/backend/cuda/pinned_staging.hpp"
 #include "mtlm/backend/cuda/runtime.hpp"
 
 #include <bit>
@@ -119,14 +120,12 @@ class DeviceBuffer {
   std::size_t size_;
 };
 
-/// Copies a host array to a pooled device buffer, queued on the stream. The host array may be
-/// reused as soon as this returns (pageable copies are staged before the call returns).
+/// Copies a host array to a pooled device buffer, queued on the stream behind a page-locked
+/// staging copy; the host array may be reused as soon as this returns.
 template <class T>
 DeviceBuffer<std::remove_const_t<T>> to_device(std::span<T> host) {
   DeviceBuffer<std::remove_const_t<T>> buffer(host.size());
-  if (!host.empty())
-    MTLM_CUDA_CHECK(cudaMemcpyAsync(buffer.data(), host.data(), host.size_bytes(),
-                                    cudaMemcpyHostToDevice, stream()));
+  PinnedStaging::get().copy_to_device(buffer.data(), host.data(), host.size_bytes());
   return buffer;
 }
 

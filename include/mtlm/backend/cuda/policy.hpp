@@ -7,6 +7,7 @@
 #include "mtlm/backend/backend.hpp"
 #include "mtlm/backend/cuda/launch.hpp"
 #include "mtlm/backend/cuda/memory_pool.hpp"
+#include "mtlm/backend/cuda/pinned_staging.hpp"
 #include "mtlm/backend/cuda/runtime.hpp"
 
 #include <cublas_v2.h>
@@ -33,13 +34,13 @@ struct Cuda {
   static void deallocate(S* p, Index) {
     cuda::MemoryPool::get().deallocate(p);
   }
-  /// dst (possibly strided) = a contiguous host rows x cols array.
+  /// dst (possibly strided) = a contiguous host rows x cols array; queued, and `host` may be
+  /// reused as soon as this returns.
   template <class S>
   static void upload(const S* host, MatrixView<S> dst) {
     if (dst.size() == 0) return;
-    MTLM_CUDA_CHECK(cudaMemcpy2DAsync(dst.data, pitch(dst), host, row_bytes(dst), row_bytes(dst),
-                                      static_cast<std::size_t>(dst.cols), cudaMemcpyHostToDevice,
-                                      cuda::stream()));
+    cuda::PinnedStaging::get().copy_to_device_2d(dst.data, pitch(dst), host, row_bytes(dst),
+                                                 static_cast<std::size_t>(dst.cols));
   }
   /// A contiguous host array = src; waits for the copy (and so for all work queued before it).
   template <class S>
