@@ -94,6 +94,28 @@ void adam_update(Cpu, MatrixView<S> value, In<S> grad, MatrixView<S> exp_avg,
   }
 }
 
+/// One parameter's share of a step: its storage (contiguous) and its own coefficients (bias
+/// corrections differ for parameters that were frozen during some steps).
+template <class S>
+struct AdamTensor {
+  S* value;
+  const S* grad;
+  S* exp_avg;
+  S* exp_avg_sq;
+  Index size;
+  AdamCoefficients<S> coefficients;
+};
+
+/// Every parameter of one step. The CPU updates them one after another; a device backend can
+/// update all of them in one launch.
+template <class S>
+void adam_update_all(Cpu, std::span<const AdamTensor<S>> tensors) {
+  for (const AdamTensor<S>& t : tensors)
+    adam_update(Cpu{}, MatrixView<S>(t.value, t.size, 1), ConstView<S>(t.grad, t.size, 1),
+                MatrixView<S>(t.exp_avg, t.size, 1), MatrixView<S>(t.exp_avg_sq, t.size, 1),
+                t.coefficients);
+}
+
 }  // namespace backend
 
 template <bool Decoupled, class S = float, class B = Cpu>
@@ -121,6 +143,7 @@ class BasicAdam {
   template <HasParams M>
   void step(M& model) {
     state_.prepare(model, steps_);
+    tensors_.clear();  // keeps its capacity: no allocation per step
     std::size_t i = 0;
     model.for_each_param([&](std::string_view, auto& p) {
       const std::size_t k = i++;
@@ -136,9 +159,10 @@ class BasicAdam {
           static_cast<S>(options_.eps),
           static_cast<S>(Decoupled ? 0.0 : options_.weight_decay),
           static_cast<S>(Decoupled ? 1.0 - options_.lr * options_.weight_decay : 1.0)};
-      adam_update(B{}, p.value.view(), p.grad.view(), state_.tensor(k, 0).view(),
-                  state_.tensor(k, 1).view(), c);
+      tensors_.push_back({p.value.data(), p.grad.data(), state_.tensor(k, 0).data(),
+                          state_.tensor(k, 1).data(), p.size(), c});
     });
+    adam_update_all(B{}, std::span<const backend::AdamTensor<S>>(tensors_));
     ++steps_;
   }
 
@@ -175,6 +199,7 @@ class BasicAdam {
  private:
   Options options_;
   OptimizerState<S, B> state_;
+  std::vector<backend::AdamTensor<S>> tensors_;
   std::int64_t steps_ = 0;
 };
 
