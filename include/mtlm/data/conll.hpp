@@ -74,7 +74,7 @@ inline std::vector<ConllSentence> read_conll(const std::filesystem::path& path,
                         std::to_string(fields.size()) + " fields, expected " +
                             std::to_string(columns) +
                             (columns_line ? " (as on line " + std::to_string(columns_line) + ")"
-                                          : std::string(" (ConllOptions::columns)")));
+                                          : std::string()));
     if (current.tokens.empty()) {
       current.line = line_no;
       current.tags.resize(static_cast<std::size_t>(columns - 1));

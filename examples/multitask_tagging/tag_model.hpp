@@ -1,0 +1,377 @@
+// @brief The multi-task tagging model of mtlm-tag: one shared character-aware BiLSTM trunk and
+// four heads, three trained on CoNLL-2003's columns (POS, chunks, named entities) and one on its
+// own dataset (SST-2 sentence sentiment), plus what turns both datasets into batches and a
+// trained model into a single file.
+#pragma once
+
+#include <mtlm/mtlm.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <set>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tag {
+
+using mtlm::Dynamic;
+using mtlm::Index;
+
+inline constexpr Index word_dim = 100;
+inline constexpr Index char_dim = 30;
+inline constexpr Index char_filters = 50;
+inline constexpr Index char_window = 3;
+inline constexpr Index hidden = 200;
+inline constexpr Index features = 2 * hidden;
+
+using Encoder = mtlm::WordCharEmbedding<Dynamic, word_dim, Dynamic, char_dim, char_filters, char_window>;
+using Trunk = mtlm::Sequential<Encoder, mtlm::Dropout<>, mtlm::BiLstm<word_dim + char_filters, hidden>,
+                               mtlm::Dropout<>>;
+using PosHead = mtlm::TokenTagger<features, Dynamic>;
+using ChunkHead = mtlm::CrfTagger<features, Dynamic>;
+using NerHead = mtlm::CrfTagger<features, Dynamic>;
+using SentimentHead = mtlm::SequenceClassifier<features, Dynamic, mtlm::PoolingKind::max>;
+using Model = mtlm::MultiTask<Trunk, mtlm::Task<"pos", PosHead>, mtlm::Task<"chunk", ChunkHead>,
+                              mtlm::Task<"ner", NerHead>, mtlm::Task<"sentiment", SentimentHead>>;
+
+/// Which heads train (and are scored): every model has all four, --tasks picks the targets set.
+struct TaskSet {
+  bool pos = true, chunk = true, ner = true, sentiment = true;
+
+  bool conll() const { return pos || chunk || ner; }
+  /// The tasks each dataset scores (predicting the other dataset's tasks would be wasted work).
+  TaskSet conll_part() const { return {pos, chunk, ner, false}; }
+  TaskSet sentiment_part() const { return {false, false, false, sentiment}; }
+  int count() const { return int(pos) + int(chunk) + int(ner) + int(sentiment); }
+
+  /// "pos,chunk,ner,sentiment" or any non-empty subset; `source` names the text in errors.
+  static TaskSet parse(const std::string& text, const std::string& source) {
+    TaskSet t{false, false, false, false};
+    std::size_t begin = 0;
+    while (begin <= text.size()) {
+      const std::size_t comma = std::min(text.find(',', begin), text.size());
+      const std::string name = text.substr(begin, comma - begin);
+      bool* flag = name == "pos" ? &t.pos : name == "chunk" ? &t.chunk : name == "ner" ? &t.ner
+                                   : name == "sentiment"    ? &t.sentiment : nullptr;
+      if (!flag)
+        throw mtlm::Error(source + ": unknown task \"" + name + "\" in \"" + text +
+                          "\", expected a list of pos, chunk, ner, sentiment");
+      *flag = true;
+      begin = comma + 1;
+    }
+    return t;
+  }
+  std::string to_string() const {
+    std::string out;
+    for (const auto& [on, name] : {std::pair{pos, "pos"}, {chunk, "chunk"}, {ner, "ner"}, {sentiment, "sentiment"}})
+      if (on) out += (out.empty() ? "" : ",") + std::string(name);
+    return out;
+  }
+};
+
+/// Everything besides the weights that a trained model needs to read text.
+struct Vocabularies {
+  mtlm::Vocabulary words;      ///< lower-cased, digits -> 0: case lives in the characters
+  mtlm::CharVocabulary chars;  ///< original case: capitals are the best clue for names
+  mtlm::LabelSet pos;
+  mtlm::LabelSet chunk;
+  mtlm::LabelSet ner;
+  mtlm::LabelSet sentiment;
+  /// Training tokens the tokenizer would split ("U.S.", "-lrb-"): raw input keeps them whole.
+  std::vector<std::string> protected_tokens;
+};
+
+struct Hyperparameters {
+  double dropout = 0.5;
+  double word_dropout = 0.05;
+};
+
+/// SST-2 (GLUE layout, "sentence<TAB>label") with its labels 0 / 1 read as negative / positive.
+inline std::vector<mtlm::SequenceExample> read_sst2(const std::filesystem::path& path) {
+  auto data = mtlm::read_tsv(path);
+  for (auto& ex : data) {
+    if (ex.label != "0" && ex.label != "1")
+      throw mtlm::FormatError(path.string(), ex.line, "label \"" + ex.label + "\", expected 0 or 1");
+    ex.label = ex.label == "1" ? "positive" : "negative";
+  }
+  return data;
+}
+
+inline std::vector<std::vector<std::string>> tokens_of(const std::vector<mtlm::ConllSentence>& data) {
+  std::vector<std::vector<std::string>> out;
+  for (const auto& s : data) out.push_back(s.tokens);
+  return out;
+}
+
+/// A CoNLL-2003 file; every token line must have its four fields (WORD POS CHUNK NER).
+inline std::vector<mtlm::ConllSentence> read_conll2003(const std::filesystem::path& path) {
+  return mtlm::read_conll(path, {.columns = 4});
+}
+
+/// Word and character vocabularies come from the training data of the tasks that train (a word
+/// seen only by an untrained task would get an untrained vector instead of <unk>'s); the tag
+/// sets always come from CoNLL, so every head has its size.
+inline Vocabularies build_vocabularies(const std::vector<mtlm::ConllSentence>& conll,
+                                       const std::vector<mtlm::SequenceExample>& sst2, const TaskSet& tasks) {
+  std::vector<std::vector<std::string>> sentences;
+  if (tasks.conll()) sentences = tokens_of(conll);
+  if (tasks.sentiment)
+    for (const auto& ex : sst2) sentences.push_back(ex.tokens);
+  // Words seen once map to <unk>, which the model then learns to read from the characters (as
+  // it must for unseen test words); it also shrinks the word table (by a quarter on CoNLL +
+  // SST-2), which Adam updates whole at every step.
+  mtlm::VocabOptions word_options;
+  word_options.min_count = 2;
+  word_options.normalizer = {.lowercase = true, .digits_to_zero = true};
+  std::vector<std::vector<std::string>> columns[3];
+  for (const auto& s : conll)
+    for (std::size_t c = 0; c < 3; ++c) columns[c].push_back(s.tags[c]);
+  Vocabularies v{mtlm::Vocabulary::build(sentences, word_options),
+                 mtlm::CharVocabulary::build(sentences),
+                 mtlm::LabelSet::build(columns[mtlm::conll2003::pos]),
+                 mtlm::LabelSet::build(columns[mtlm::conll2003::chunk]),
+                 mtlm::LabelSet::build(columns[mtlm::conll2003::ner]),
+                 mtlm::LabelSet({"negative", "positive"}),
+                 {}};
+  std::set<std::string> kept;
+  for (const auto& s : sentences)
+    for (const auto& token : s)
+      if (!kept.contains(token) && mtlm::tokenize(token).size() != 1) kept.insert(token);
+  v.protected_tokens.assign(kept.begin(), kept.end());
+  return v;
+}
+
+inline Model make_model(const Vocabularies& v, const Hyperparameters& h) {
+  mtlm::WordDropout word_dropout;
+  word_dropout.p = h.word_dropout;
+  word_dropout.unk_id = mtlm::Vocabulary::unk_id;
+  // Token-mean CRF losses are on the per-token scale of the POS and sentiment cross-entropies, so
+  // no task's gradients dwarf the others' in the shared trunk (and in Adam's moments).
+  const mtlm::CrfOptions crf{.reduction = mtlm::CrfReduction::token_mean};
+  Model model{Trunk(Encoder(v.words.size(), v.chars.size(), word_dropout), mtlm::Dropout<>(h.dropout),
+                    mtlm::BiLstm<word_dim + char_filters, hidden>(), mtlm::Dropout<>(h.dropout)),
+              PosHead(v.pos.size()), ChunkHead(v.chunk.size(), features, crf), NerHead(v.ner.size(), features, crf),
+              SentimentHead(v.sentiment.size())};
+  // Both CRF columns are IOB2: an I-X may only continue an X (configuration, not weights).
+  model.head<"chunk">().set_bio_constraints(v.chunk.labels());
+  model.head<"ner">().set_bio_constraints(v.ner.labels());
+  return model;
+}
+
+/// Random initial weights; word vectors are uniform in +-sqrt(3 / word_dim) (variance 1/dim, as
+/// Lample et al. 2016) instead of N(0, 1): vectors learned from scratch then rise above their
+/// initial noise within a few hundred Adam steps instead of thousands.
+inline void initialize(Model& model, mtlm::Rng& rng) {
+  model.initialize(rng);
+  auto& words = model.trunk().layer<0>().word_embedding().weight();
+  const double bound = std::sqrt(3.0 / static_cast<double>(word_dim));
+  words.initialize(mtlm::init::Uniform{-bound, bound}, words.rows(), words.cols(), rng);
+}
+
+/// Sentences as ids, prepared once and batched every epoch; the targets present are those of
+/// the sentences' dataset (CoNLL: pos, chunk, ner; SST-2: sentiment).
+struct EncodedSet {
+  std::vector<std::vector<mtlm::TokenId>> words;
+  std::vector<std::vector<mtlm::TokenId>> chars;  ///< per sentence: width ids per token, concatenated
+  std::vector<Index> lengths;
+  Index char_width = 0;
+  std::vector<std::vector<std::int32_t>> pos, chunk, ner;
+  std::vector<std::int32_t> sentiment;
+};
+
+namespace detail {
+inline void add_sentence(EncodedSet& out, const std::vector<std::string>& tokens, const Vocabularies& v) {
+  const mtlm::CharIdOptions char_options;
+  out.char_width = char_options.width();
+  out.words.push_back(v.words.ids(tokens));
+  auto& chars = out.chars.emplace_back();
+  for (const auto& token : tokens) {
+    const auto ids = mtlm::char_ids(token, v.chars, char_options);
+    chars.insert(chars.end(), ids.begin(), ids.end());
+  }
+  out.lengths.push_back(static_cast<Index>(tokens.size()));
+}
+inline std::vector<std::int32_t> tag_ids(const mtlm::LabelSet& set, const std::vector<std::string>& tags) {
+  std::vector<std::int32_t> out;
+  for (const auto& t : tags) out.push_back(set.id(t));
+  return out;
+}
+}  // namespace detail
+
+inline EncodedSet encode(const std::vector<mtlm::ConllSentence>& data, const Vocabularies& v, bool with_targets) {
+  EncodedSet out;
+  for (const auto& s : data) {
+    detail::add_sentence(out, s.tokens, v);
+    if (with_targets) {
+      out.pos.push_back(detail::tag_ids(v.pos, s.tags[mtlm::conll2003::pos]));
+      out.chunk.push_back(detail::tag_ids(v.chunk, s.tags[mtlm::conll2003::chunk]));
+      out.ner.push_back(detail::tag_ids(v.ner, s.tags[mtlm::conll2003::ner]));
+    }
+  }
+  return out;
+}
+
+inline EncodedSet encode(const std::vector<mtlm::SequenceExample>& data, const Vocabularies& v, bool with_targets) {
+  EncodedSet out;
+  for (const auto& ex : data) {
+    detail::add_sentence(out, ex.tokens, v);
+    if (with_targets) out.sentiment.push_back(v.sentiment.id(ex.label));
+  }
+  return out;
+}
+
+/// The padded batch (word ids and character ids) of the sentences at `indices`.
+inline mtlm::Batch make_batch(const EncodedSet& set, std::span<const Index> indices) {
+  mtlm::Batch batch = mtlm::make_batch(set.words, indices);
+  batch.char_width = set.char_width;
+  batch.chars.assign(static_cast<std::size_t>(batch.columns() * set.char_width), 0);
+  for (Index b = 0; b < batch.batch_size; ++b) {
+    const auto& chars = set.chars[static_cast<std::size_t>(indices[static_cast<std::size_t>(b)])];
+    std::copy(chars.begin(), chars.end(), batch.chars.begin() + batch.column(b, 0) * set.char_width);
+  }
+  return batch;
+}
+
+/// Predictions for a list of sentences, in their order; a task left out stays empty.
+struct Predictions {
+  std::vector<std::vector<std::string>> pos, chunk, ner;
+  std::vector<std::string> sentiment;
+};
+
+inline Predictions predict(Model& model, const EncodedSet& set, const Vocabularies& v, const TaskSet& tasks,
+                           Index batch_size = 64) {
+  const std::size_t n = set.words.size();
+  Predictions out;
+  if (tasks.pos) out.pos.resize(n);
+  if (tasks.chunk) out.chunk.resize(n);
+  if (tasks.ner) out.ner.resize(n);
+  if (tasks.sentiment) out.sentiment.resize(n);
+  mtlm::BatchingOptions options;
+  options.max_sequences = batch_size;
+  options.shuffle = false;
+  mtlm::Rng unused(0);
+  for (const auto& indices : mtlm::bucket_batches(set.lengths, options, unused)) {
+    const mtlm::Batch batch = make_batch(set, indices);
+    model.forward(batch, mtlm::Mode::eval);
+    auto keep = [&](std::vector<std::vector<std::string>>& into, const mtlm::LabelSet& labels, const auto& ids) {
+      for (std::size_t b = 0; b < indices.size(); ++b)
+        into[static_cast<std::size_t>(indices[b])] = labels.labels(ids[b]);
+    };
+    if (tasks.pos) keep(out.pos, v.pos, model.head<"pos">().predict(batch));
+    if (tasks.chunk) keep(out.chunk, v.chunk, model.head<"chunk">().predict(batch));
+    if (tasks.ner) keep(out.ner, v.ner, model.head<"ner">().predict(batch));
+    if (tasks.sentiment) {
+      const auto ids = model.head<"sentiment">().predict();
+      for (std::size_t b = 0; b < indices.size(); ++b)
+        out.sentiment[static_cast<std::size_t>(indices[b])] = v.sentiment.label(ids[b]);
+    }
+  }
+  return out;
+}
+
+struct Scores {
+  double pos_accuracy = 0, chunk_f1 = 0, ner_f1 = 0, sentiment_accuracy = 0;
+  std::size_t conll_sentences = 0, conll_tokens = 0, sentiment_sentences = 0;
+};
+
+namespace detail {
+/// Ids for metrics::accuracy; a gold label the model has never seen gets -1 (always wrong).
+inline void append_ids(const mtlm::LabelSet& set, const std::vector<std::string>& labels,
+                       std::vector<mtlm::TokenId>& out) {
+  for (const auto& l : labels) out.push_back(set.find(l).value_or(-1));
+}
+}  // namespace detail
+
+/// POS accuracy per token; chunk and NER F1 per entity with conlleval's rules.
+inline void score(const std::vector<mtlm::ConllSentence>& gold, const Predictions& p, const Vocabularies& v,
+                  Scores& s) {
+  s.conll_sentences = gold.size();
+  std::vector<std::vector<std::string>> columns[3];
+  for (const auto& sentence : gold) {
+    s.conll_tokens += sentence.tokens.size();
+    for (std::size_t c = 0; c < 3; ++c) columns[c].push_back(sentence.tags[c]);
+  }
+  if (!p.pos.empty()) {
+    std::vector<mtlm::TokenId> gold_ids, predicted_ids;
+    for (std::size_t i = 0; i < gold.size(); ++i) {
+      detail::append_ids(v.pos, columns[mtlm::conll2003::pos][i], gold_ids);
+      detail::append_ids(v.pos, p.pos[i], predicted_ids);
+    }
+    s.pos_accuracy = mtlm::metrics::accuracy(gold_ids, predicted_ids);
+  }
+  if (!p.chunk.empty()) s.chunk_f1 = mtlm::metrics::span_f1(columns[mtlm::conll2003::chunk], p.chunk).overall.f1;
+  if (!p.ner.empty()) s.ner_f1 = mtlm::metrics::span_f1(columns[mtlm::conll2003::ner], p.ner).overall.f1;
+}
+
+inline void score(const std::vector<mtlm::SequenceExample>& gold, const Predictions& p, const Vocabularies& v,
+                  Scores& s) {
+  s.sentiment_sentences = gold.size();
+  if (p.sentiment.empty()) return;
+  std::vector<mtlm::TokenId> gold_ids, predicted_ids;
+  detail::append_ids(v.sentiment, mtlm::labels_of(gold), gold_ids);
+  detail::append_ids(v.sentiment, p.sentiment, predicted_ids);
+  s.sentiment_accuracy = mtlm::metrics::accuracy(gold_ids, predicted_ids);
+}
+
+// ---- the model file: the weights, vocabularies, label sets and trained tasks in one file ----
+
+inline constexpr const char* bundle_format = "mtlm-tag-1";
+
+inline std::string join_lines(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out.append(l).append("\n");
+  return out;
+}
+
+inline void save_bundle(const std::filesystem::path& path, Model& model, const Vocabularies& v,
+                        const TaskSet& tasks) {
+  mtlm::io::SafetensorsWriter writer;
+  mtlm::io::add_parameters(writer, model);
+  writer.set_metadata("format", bundle_format);
+  writer.set_metadata("tasks", tasks.to_string());
+  writer.set_metadata("vocab.words", v.words.to_text());
+  writer.set_metadata("vocab.chars", v.chars.to_text());
+  writer.set_metadata("labels.pos", v.pos.to_text());
+  writer.set_metadata("labels.chunk", v.chunk.to_text());
+  writer.set_metadata("labels.ner", v.ner.to_text());
+  writer.set_metadata("labels.sentiment", v.sentiment.to_text());
+  writer.set_metadata("tokenizer.protected", join_lines(v.protected_tokens));
+  writer.write(path);  // atomic: a temporary file renamed over `path`
+}
+
+struct Bundle {
+  Vocabularies vocab;
+  TaskSet tasks;
+  Model model;
+};
+
+inline Bundle load_bundle(const std::filesystem::path& path) {
+  const mtlm::io::SafetensorsFile file(path);
+  const auto& meta = file.metadata();
+  auto text = [&](const char* key) -> const std::string& {
+    const auto it = meta.find(key);
+    if (it == meta.end())
+      throw mtlm::FormatError(file.source(), 0, std::string("not an mtlm-tag model: no \"") + key + "\" entry");
+    return it->second;
+  };
+  if (text("format") != bundle_format)
+    throw mtlm::FormatError(file.source(), 0, "model format \"" + text("format") + "\", expected \"" +
+                                                  bundle_format + "\"");
+  const std::string source = file.source();
+  Vocabularies v{mtlm::Vocabulary::from_text(text("vocab.words"), source + "[vocab.words]"),
+                 mtlm::CharVocabulary::from_text(text("vocab.chars"), source + "[vocab.chars]"),
+                 mtlm::LabelSet::from_text(text("labels.pos"), source + "[labels.pos]"),
+                 mtlm::LabelSet::from_text(text("labels.chunk"), source + "[labels.chunk]"),
+                 mtlm::LabelSet::from_text(text("labels.ner"), source + "[labels.ner]"),
+                 mtlm::LabelSet::from_text(text("labels.sentiment"), source + "[labels.sentiment]"),
+                 mtlm::split_text_lines(text("tokenizer.protected"), source + "[tokenizer.protected]")};
+  const TaskSet tasks = TaskSet::parse(text("tasks"), source + "[tasks]");
+  Model model = make_model(v, {});
+  mtlm::io::read_parameters(file, model);
+  return {std::move(v), tasks, std::move(model)};
+}
+
+}  // namespace tag
