@@ -124,16 +124,16 @@ void argmax_columns(Cuda, ConstView<S> x, std::span<std::int32_t> out) {
   cuda::to_host(static_cast<const std::int32_t*>(result), out);
 }
 
-template <class S>
-LossTotals binary_cross_entropy_forward(Cuda, In<S> logits, In<S> targets, In<S> mask,
-                                        In<S> pos_weight, MatrixView<S> gradient) {
-  using cuda_detail::ColumnLoss;
+namespace cuda_detail {
+/// For losses that sum over matrix entries: one warp per column applies `entry(i, j, g)` (the
+/// entry's loss; it writes the entry's gradient into g) to every entry the mask keeps (all when
+/// the mask is empty) and zeroes the gradient elsewhere; column sums are added on the host.
+template <class S, class Entry>
+LossTotals masked_entry_loss(Index rows, Index cols, In<S> mask, MatrixView<S> gradient, Entry entry) {
   const bool masked = mask.rows > 0;
-  const bool weighted = pos_weight.rows > 0;
-  const Index rows = logits.rows;
-  cuda::DeviceBuffer<ColumnLoss> partials(static_cast<std::size_t>(logits.cols));
+  cuda::DeviceBuffer<ColumnLoss> partials(static_cast<std::size_t>(cols));
   ColumnLoss* out = partials.data();
-  cuda::for_each_column_warp(logits.cols, [=] __device__(Index j, int lane) {
+  cuda::for_each_column_warp(cols, [=] __device__(Index j, int lane) {
     S loss = S(0);
     Index counted = 0;
     for (Index i = lane; i < rows; i += 32) {
@@ -142,60 +142,48 @@ LossTotals binary_cross_entropy_forward(Cuda, In<S> logits, In<S> targets, In<S>
         g = S(0);
         continue;
       }
-      const S x = cuda::at(logits, i, j), y = cuda::at(targets, i, j);
-      const S p = weighted ? pos_weight.data[i] : S(1);
-      const S e = exp(-fabs(x));
-      const S softplus_neg = log1p(e) + (x < S(0) ? -x : S(0));
-      const S sig = x >= S(0) ? S(1) / (S(1) + e) : e / (S(1) + e);
-      const S log_weight = S(1) + (p - S(1)) * y;
-      loss += (S(1) - y) * x + log_weight * softplus_neg;
-      g = log_weight * sig - p * y;
+      loss += entry(i, j, g);
       ++counted;
     }
     loss = cuda::warp_sum(loss);
-    for (int offset = 16; offset > 0; offset /= 2) counted += __shfl_xor_sync(0xffffffffu, counted, offset);
+    counted = cuda::warp_sum(counted);
     if (lane == 0) out[j] = ColumnLoss{static_cast<double>(loss), 0.0, counted};
   });
   LossTotals totals;
-  for (const auto& p : cuda_detail::download_partials(partials)) {
+  for (const auto& p : download_partials(partials)) {
     totals.loss += p.loss;
     totals.counted += p.counted;
   }
   return totals;
 }
+}  // namespace cuda_detail
+
+template <class S>
+LossTotals binary_cross_entropy_forward(Cuda, In<S> logits, In<S> targets, In<S> mask,
+                                        In<S> pos_weight, MatrixView<S> gradient) {
+  const bool weighted = pos_weight.rows > 0;
+  return cuda_detail::masked_entry_loss<S>(
+      logits.rows, logits.cols, mask, gradient, [=] __device__(Index i, Index j, S& g) -> S {
+        const S x = cuda::at(logits, i, j), y = cuda::at(targets, i, j);
+        const S p = weighted ? pos_weight.data[i] : S(1);
+        const S e = exp(-fabs(x));
+        const S softplus_neg = log1p(e) + (x < S(0) ? -x : S(0));
+        const S sig = x >= S(0) ? S(1) / (S(1) + e) : e / (S(1) + e);
+        const S log_weight = S(1) + (p - S(1)) * y;
+        g = log_weight * sig - p * y;
+        return (S(1) - y) * x + log_weight * softplus_neg;
+      });
+}
 
 template <class S>
 LossTotals squared_error_forward(Cuda, In<S> predictions, In<S> targets, In<S> mask,
                                  MatrixView<S> gradient) {
-  using cuda_detail::ColumnLoss;
-  const bool masked = mask.rows > 0;
-  const Index rows = predictions.rows;
-  cuda::DeviceBuffer<ColumnLoss> partials(static_cast<std::size_t>(predictions.cols));
-  ColumnLoss* out = partials.data();
-  cuda::for_each_column_warp(predictions.cols, [=] __device__(Index j, int lane) {
-    S loss = S(0);
-    Index counted = 0;
-    for (Index i = lane; i < rows; i += 32) {
-      S& g = cuda::at(gradient, i, j);
-      if (masked && cuda::at(mask, i, j) == S(0)) {
-        g = S(0);
-        continue;
-      }
-      const S diff = cuda::at(predictions, i, j) - cuda::at(targets, i, j);
-      loss += diff * diff;
-      g = S(2) * diff;
-      ++counted;
-    }
-    loss = cuda::warp_sum(loss);
-    for (int offset = 16; offset > 0; offset /= 2) counted += __shfl_xor_sync(0xffffffffu, counted, offset);
-    if (lane == 0) out[j] = ColumnLoss{static_cast<double>(loss), 0.0, counted};
-  });
-  LossTotals totals;
-  for (const auto& p : cuda_detail::download_partials(partials)) {
-    totals.loss += p.loss;
-    totals.counted += p.counted;
-  }
-  return totals;
+  return cuda_detail::masked_entry_loss<S>(
+      predictions.rows, predictions.cols, mask, gradient, [=] __device__(Index i, Index j, S& g) -> S {
+        const S diff = cuda::at(predictions, i, j) - cuda::at(targets, i, j);
+        g = S(2) * diff;
+        return diff * diff;
+      });
 }
 
 }  // namespace mtlm::backend
