@@ -72,7 +72,6 @@ inline void check_close(ConstView<float> cpu, ConstView<float> gpu, const std::s
 template <class CpuModel, class GpuModel>
 void check_params_close(CpuModel& cpu, GpuModel& gpu, bool values, Tolerance tol = {}) {
   std::vector<std::pair<std::string, ConstView<float>>> cpu_params;
-  std::vector<const Param<float, Cpu>*> keep;
   cpu.for_each_param([&](std::string_view name, auto& p) {
     cpu_params.emplace_back(std::string(name), values ? p.value.view() : p.grad.view());
   });
