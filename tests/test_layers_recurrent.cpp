@@ -11,6 +11,7 @@
 
 #include "support/npy_fixture.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -192,6 +193,47 @@ TEST_CASE_TEMPLATE(
       }
   }
   CHECK(diff < 1e-13);
+}
+
+TEST_CASE_TEMPLATE("bidirectional layers: directions side by side on two threads give the same numbers",
+                   L, BiRnn<5, 6>, BiLstm<5, 6>, BiGru<5, 6>, BiLstm<5, 6, double>) {
+  using S = typename L::Scalar;
+  const int saved_threads = Cpu::threads();
+  const Batch batch = batch_of({6, 2, 5, 1});
+  Rng data_rng(24);
+  Matrix<S, Cpu> x(5, batch.columns()), dy(12, batch.columns());
+  for (Index c = 0; c < batch.columns(); ++c)
+    for (Index r = 0; r < 12; ++r) {
+      if (r < 5) x.view()(r, c) = static_cast<S>(data_rng.normal());
+      dy.view()(r, c) = static_cast<S>(data_rng.normal());
+    }
+  struct Run {
+    std::vector<S> y, dx, grads;
+  };
+  auto run = [&](int threads) {
+    Cpu::set_threads(threads);
+    Rng rng(25);
+    L layer;
+    layer.initialize(rng);
+    Run out;
+    const auto& y = layer.forward(x.view(), batch);
+    out.y.assign(y.data(), y.data() + y.size());
+    const auto& dx = layer.backward(dy.view(), batch);
+    out.dx.assign(dx.data(), dx.data() + dx.size());
+    layer.for_each_param([&](const auto&, auto& p) {
+      out.grads.insert(out.grads.end(), p.grad.data(), p.grad.data() + p.grad.size());
+    });
+    return out;
+  };
+  const Run one = run(1);
+  const Run two = run(2);
+  Cpu::set_threads(saved_threads);
+  CHECK(one.y == two.y);
+  CHECK(one.dx == two.dx);
+  CHECK(one.grads == two.grads);
+  // Every parameter of both directions was compared: G*H x (In + H + 2) entries per direction.
+  CHECK(one.grads.size() == std::size_t{2 * L::CellType::gate_count * 6 * (5 + 6 + 2)});
+  CHECK(std::any_of(one.grads.begin(), one.grads.end(), [](S g) { return g != 0; }));
 }
 
 TEST_CASE("recurrent layers: non-finite padding stays out of real outputs and gradients") {

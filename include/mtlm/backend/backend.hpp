@@ -23,6 +23,14 @@ namespace backend {
 /// Matrix converts to it; S comes from the output view or the scalar arguments.
 template <class S>
 using In = std::type_identity_t<ConstView<S>>;
+
+/// Runs two independent pieces of one layer's work (they touch disjoint outputs). A backend may
+/// run them concurrently (the CPU does, on two threads); by default they run one after the other.
+template <class B, class F, class G>
+void run_side_by_side(B, F&& first, G&& second) {
+  first();
+  second();
+}
 }  // namespace backend
 
 /// Point-wise non-linearities with analytic derivatives. GELU is the exact (erf) form.

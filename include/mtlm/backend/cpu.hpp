@@ -14,6 +14,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <numbers>
 
@@ -214,6 +215,47 @@ struct Cpu {
 };
 
 static_assert(Backend<Cpu>, "the CPU policy must model the Backend concept");
+
+}  // namespace mtlm::backend
+
+namespace mtlm::backend {
+
+/// `first` and `second` on two threads when the calling thread may use two for its products
+/// (OpenMP builds): pieces such as a bidirectional RNN's directions are chains of products too
+/// small for a parallel GEMM to help, but independent of each other. Inside, each piece's own
+/// products run on its thread. An exception from either piece is rethrown here.
+template <class F, class G>
+void run_side_by_side(Cpu, F&& first, G&& second) {
+#if defined(_OPENMP)
+  if (Cpu::threads() >= 2 && !omp_in_parallel()) {
+    std::exception_ptr failures[2];
+#pragma omp parallel sections num_threads(2)
+    {
+#pragma omp section
+      {
+        try {
+          first();
+        } catch (...) {
+          failures[0] = std::current_exception();
+        }
+      }
+#pragma omp section
+      {
+        try {
+          second();
+        } catch (...) {
+          failures[1] = std::current_exception();
+        }
+      }
+    }
+    for (const auto& failure : failures)
+      if (failure) std::rethrow_exception(failure);
+    return;
+  }
+#endif
+  first();
+  second();
+}
 
 }  // namespace mtlm::backend
 

@@ -345,9 +345,16 @@ class Recurrent {
     check(x.cols, batch.columns(), "input columns (batch_size * max_length)");
     packing_.build(batch);
     y_.set_zero(output_size(), x.cols);
-    for (Index d = 0; d < directions; ++d)
+    auto sweep_forward = [&](Index d) {
       sweeps_[static_cast<std::size_t>(d)].forward(x, packing_, packing_.columns(d == 1),
                                                    y_.view().middle_rows(d * hidden_, hidden_));
+    };
+    if constexpr (bidirectional) {
+      // The directions share only their input; each writes its own rows of y.
+      run_side_by_side(B{}, [&] { sweep_forward(0); }, [&] { sweep_forward(1); });
+    } else {
+      sweep_forward(0);
+    }
     return y_;
   }
 
@@ -357,9 +364,20 @@ class Recurrent {
     check(batch.columns(), packing_.batch_columns,
           "batch columns in backward (expected: those of the last forward)");
     dx_.set_zero(in_, dy.cols);
-    for (Index d = 0; d < directions; ++d)
+    auto sweep_backward = [&](Index d, MatrixView<S> dx) {
       sweeps_[static_cast<std::size_t>(d)].backward(dy.middle_rows(d * hidden_, hidden_), packing_,
-                                                    packing_.columns(d == 1), dx_.view());
+                                                    packing_.columns(d == 1), dx);
+    };
+    if constexpr (bidirectional) {
+      // Both directions add into dx: the reverse one adds into its own buffer, summed after, so
+      // they can run side by side and dx is the same sum (a + b) either way.
+      dx_reverse_.set_zero(in_, dy.cols);
+      run_side_by_side(B{}, [&] { sweep_backward(0, dx_.view()); },
+                       [&] { sweep_backward(1, dx_reverse_.view()); });
+      B::axpy(S(1), dx_reverse_.view(), dx_.view());
+    } else {
+      sweep_backward(0, dx_.view());
+    }
     return dx_;
   }
 
@@ -392,7 +410,7 @@ class Recurrent {
   Index in_, hidden_;
   std::array<RecurrentSweep<Cell, S, B>, static_cast<std::size_t>(directions)> sweeps_;
   SequencePacking packing_;
-  Matrix<S, B> y_, dx_;
+  Matrix<S, B> y_, dx_, dx_reverse_;
 };
 
 }  // namespace mtlm
