@@ -17,6 +17,7 @@
 #include "mtlm/core/matrix.hpp"
 #include "mtlm/losses/reduction.hpp"
 
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -53,7 +54,9 @@ LossTotals binary_cross_entropy_forward(Cpu, In<S> logits, In<S> targets, In<S> 
     auto g = G.col(j).array();
     // exp(-|x|) lives in the gradient column until the gradient replaces it.
     g = (-x.abs()).exp();
-    const auto softplus_neg = g.log1p() + (-x).max(S(0));
+    // Scalar log1p: GCC 12 misreports Eigen's AVX-512 packet log1p as reading uninitialized
+    // registers (-Wuninitialized) in some inlining contexts, and this kernel is not hot.
+    const auto softplus_neg = g.unaryExpr([](S v) { return std::log1p(v); }) + (-x).max(S(0));
     const auto sigmoid = (x >= S(0)).select(S(1) / (S(1) + g), g / (S(1) + g));
     S column_loss;
     if (weighted) {
