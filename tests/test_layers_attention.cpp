@@ -216,6 +216,38 @@ TEST_CASE_TEMPLATE("MultiHeadSelfAttention: gradients match finite differences w
   check_random_layer(layer, layer.dim(), 41, true);
 }
 
+TEST_CASE("attention kernels: sequence x head blocks side by side on two threads give the same numbers") {
+  // Enough blocks and tokens (about 6M multiply-adds) that two threads share the blocks; every
+  // block's products are small, so each runs on one thread and the numbers must not change.
+  const Batch batch = batch_with_lengths(64, {64, 50, 60, 40, 64, 30, 55, 64});
+  const Index dim = 128, heads = 4, T = batch.max_length, n = batch.columns();
+  Rng rng(52);
+  Matrix<float, Cpu> qkv(3 * dim, n), d_context(dim, n);
+  for (Index i = 0; i < qkv.size(); ++i) qkv.data()[i] = static_cast<float>(rng.normal());
+  for (Index i = 0; i < d_context.size(); ++i) d_context.data()[i] = static_cast<float>(rng.normal());
+  const int saved_threads = Cpu::threads();
+  for (const bool causal : {false, true}) {
+    const backend::AttentionShape shape{dim, heads, dim / heads, T, causal};
+    auto run = [&](int threads) {
+      Cpu::set_threads(threads);
+      Matrix<float, Cpu> probs(T, T * batch.batch_size * heads, 0.0f), context(dim, n, 0.0f),
+          d_probs(T, T * batch.batch_size * heads, 0.0f), d_qkv(3 * dim, n, 0.0f);
+      const std::span<const Index> lengths(batch.lengths);
+      attention_forward(Cpu{}, qkv.view(), lengths, shape, 0.25f, probs.view(), context.view());
+      attention_backward(Cpu{}, qkv.view(), probs.view(), d_context.view(), lengths, shape, 0.25f,
+                         d_probs.view(), d_qkv.view());
+      std::vector<float> out(context.data(), context.data() + context.size());
+      out.insert(out.end(), d_qkv.data(), d_qkv.data() + d_qkv.size());
+      return out;
+    };
+    const std::vector<float> one = run(1), two = run(2);
+    Cpu::set_threads(saved_threads);
+    CAPTURE(causal);
+    CHECK(one == two);
+    CHECK(std::any_of(one.begin(), one.end(), [](float v) { return v != 0; }));
+  }
+}
+
 TEST_CASE("MultiHeadSelfAttention: shapes are checked") {
   CHECK_THROWS_AS((MultiHeadSelfAttention<Dynamic, 4, double>(6)), ShapeError);
   MultiHeadSelfAttention<8, 2, double> layer;

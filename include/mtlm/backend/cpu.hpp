@@ -257,6 +257,23 @@ void run_side_by_side(Cpu, F&& first, G&& second) {
   second();
 }
 
+/// f(i) for every i in [0, count), spread over the calling thread's product threads when the
+/// whole job is worth at least `parallel_gemm_min_work` multiply-adds (`work`): for many small
+/// independent products (attention's sequence x head blocks), each of which alone is too small
+/// for a parallel GEMM. Iterations must touch disjoint outputs and must not throw.
+template <class F>
+void parallel_for(Cpu, Index count, double work, F&& f) {
+#if defined(_OPENMP)
+  if (Cpu::threads() >= 2 && count >= 2 && work >= Cpu::parallel_gemm_min_work && !omp_in_parallel()) {
+#pragma omp parallel for schedule(dynamic) num_threads(Cpu::threads())
+    for (Index i = 0; i < count; ++i) f(i);
+    return;
+  }
+#endif
+  (void)work;
+  for (Index i = 0; i < count; ++i) f(i);
+}
+
 }  // namespace mtlm::backend
 
 namespace mtlm {

@@ -76,6 +76,12 @@ template <class S>
 MatrixView<S> block(MatrixView<S> probs, const AttentionShape& s, Index b, Index h, Index len) {
   return probs.middle_cols((b * s.heads + h) * s.max_length, len).middle_rows(0, len);
 }
+/// Multiply-adds of the two forward products over every sequence and head.
+inline double work(std::span<const Index> lengths, const AttentionShape& s) {
+  double total = 0;
+  for (Index len : lengths) total += 2.0 * static_cast<double>(len * len * s.head_dim);
+  return total * static_cast<double>(s.heads);
+}
 }  // namespace attention_detail
 
 /// Per sequence b and head h: P = softmax(scale k^T q) over b's real tokens into its block of
@@ -86,44 +92,48 @@ void attention_forward(Cpu, In<S> qkv, std::span<const Index> lengths, const Att
                        S scale, MatrixView<S> probs, MatrixView<S> context) {
   using attention_detail::block;
   using attention_detail::head;
-  for (Index b = 0; b < static_cast<Index>(lengths.size()); ++b) {
-    const Index len = lengths[static_cast<std::size_t>(b)];
-    for (Index h = 0; h < s.heads; ++h) {
-      const auto p = block(probs, s, b, h, len);
-      Cpu::gemm(Transpose::yes, Transpose::no, scale, head(qkv, s, 1, h, b, len),
-                head(qkv, s, 0, h, b, len), S(0), p);
-      attention_softmax_forward(Cpu{}, p, s.causal);
-      Cpu::gemm(Transpose::no, Transpose::no, S(1), head(qkv, s, 2, h, b, len), In<S>(p), S(0),
-                head(context, s, 0, h, b, len));
-    }
-  }
+  // Every (sequence, head) block is independent: blocks run side by side on the product threads.
+  parallel_for(Cpu{}, static_cast<Index>(lengths.size()) * s.heads, attention_detail::work(lengths, s),
+               [&](Index pair) {
+                 const Index b = pair / s.heads, h = pair % s.heads;
+                 const Index len = lengths[static_cast<std::size_t>(b)];
+                 const auto p = block(probs, s, b, h, len);
+                 Cpu::gemm(Transpose::yes, Transpose::no, scale, head(qkv, s, 1, h, b, len),
+                           head(qkv, s, 0, h, b, len), S(0), p);
+                 attention_softmax_forward(Cpu{}, p, s.causal);
+                 Cpu::gemm(Transpose::no, Transpose::no, S(1), head(qkv, s, 2, h, b, len), In<S>(p),
+                           S(0), head(context, s, 0, h, b, len));
+               });
 }
 
 /// Backward of attention_forward: from d_context (dim x B*T) writes d_qkv at every real column
-/// (padding columns are the caller's). d_probs is scratch: (T x T) on the CPU.
+/// (padding columns are the caller's). d_probs is scratch shaped like probs.
 template <class S>
 void attention_backward(Cpu, In<S> qkv, In<S> probs, In<S> d_context,
                         std::span<const Index> lengths, const AttentionShape& s, S scale,
                         MatrixView<S> d_probs, MatrixView<S> d_qkv) {
   using attention_detail::block;
   using attention_detail::head;
-  for (Index b = 0; b < static_cast<Index>(lengths.size()); ++b) {
-    const Index len = lengths[static_cast<std::size_t>(b)];
-    for (Index h = 0; h < s.heads; ++h) {
-      const auto q = head(qkv, s, 0, h, b, len), k = head(qkv, s, 1, h, b, len),
-                 v = head(qkv, s, 2, h, b, len);
-      const auto p = block(probs, s, b, h, len);
-      const auto d_out = head(d_context, s, 0, h, b, len);
-      const auto dp = d_probs.middle_rows(0, len).middle_cols(0, len);
-      // context = v P:  dv = d_out P^T,  dP = v^T d_out
-      Cpu::gemm(Transpose::no, Transpose::yes, S(1), d_out, p, S(0), head(d_qkv, s, 2, h, b, len));
-      Cpu::gemm(Transpose::yes, Transpose::no, S(1), v, d_out, S(0), dp);
-      attention_softmax_backward(Cpu{}, p, dp);
-      // scores = scale k^T q:  dq = scale k dS,  dk = scale q dS^T
-      Cpu::gemm(Transpose::no, Transpose::no, scale, k, In<S>(dp), S(0), head(d_qkv, s, 0, h, b, len));
-      Cpu::gemm(Transpose::no, Transpose::yes, scale, q, In<S>(dp), S(0), head(d_qkv, s, 1, h, b, len));
-    }
-  }
+  parallel_for(Cpu{}, static_cast<Index>(lengths.size()) * s.heads, 2 * attention_detail::work(lengths, s),
+               [&](Index pair) {
+                 const Index b = pair / s.heads, h = pair % s.heads;
+                 const Index len = lengths[static_cast<std::size_t>(b)];
+                 const auto q = head(qkv, s, 0, h, b, len), k = head(qkv, s, 1, h, b, len),
+                            v = head(qkv, s, 2, h, b, len);
+                 const auto p = block(probs, s, b, h, len);
+                 const auto d_out = head(d_context, s, 0, h, b, len);
+                 const auto dp = block(d_probs, s, b, h, len);
+                 // context = v P:  dv = d_out P^T,  dP = v^T d_out
+                 Cpu::gemm(Transpose::no, Transpose::yes, S(1), d_out, p, S(0),
+                           head(d_qkv, s, 2, h, b, len));
+                 Cpu::gemm(Transpose::yes, Transpose::no, S(1), v, d_out, S(0), dp);
+                 attention_softmax_backward(Cpu{}, p, dp);
+                 // scores = scale k^T q:  dq = scale k dS,  dk = scale q dS^T
+                 Cpu::gemm(Transpose::no, Transpose::no, scale, k, In<S>(dp), S(0),
+                           head(d_qkv, s, 0, h, b, len));
+                 Cpu::gemm(Transpose::no, Transpose::yes, scale, q, In<S>(dp), S(0),
+                           head(d_qkv, s, 1, h, b, len));
+               });
 }
 
 }  // namespace backend
@@ -209,9 +219,8 @@ class BasicMultiHeadSelfAttention {
             d_context_.view());
 
     d_qkv_.resize(3 * dim_, n);
-    // Host backends work block by block in one (T x T) scratch; a device backend does every
-    // sequence and head at once.
-    d_probs_.resize(T, B::is_host ? T : T * batch.batch_size * Heads);
+    // One (T x T) block per sequence and head, as probs: blocks are worked on side by side.
+    d_probs_.resize(T, T * batch.batch_size * Heads);
     const S scale = S(1) / std::sqrt(static_cast<S>(head_dim_));
     attention_backward(B{}, qkv_.view(), probs_.view(), d_context_.view(),
                                 std::span<const Index>(batch.lengths), shape(T), scale,
