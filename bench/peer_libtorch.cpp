@@ -160,12 +160,14 @@ std::string loaded_blas() {
     if (slash == std::string::npos) continue;
     const std::string path = line.substr(slash);
     const std::string file = path.substr(path.rfind('/') + 1);
+    if (file.find("cublas") != std::string::npos) continue;  // a CUDA build's GPU BLAS
     for (const char* key : {"blas", "mkl", "lapack", "blis"})
       if (file.find(key) != std::string::npos) found.insert(path);
   }
   std::string out;
   for (const auto& p : found) out += (out.empty() ? "" : " ") + p;
-  return out.empty() ? "none found in /proc/self/maps" : out;
+  // PyPI's wheels link MKL statically: at::get_parallel_info() then names it.
+  return out.empty() ? "no BLAS library mapped (statically linked; see libtorch_parallel)" : out;
 }
 
 }  // namespace
