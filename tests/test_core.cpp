@@ -4,6 +4,7 @@
 #include <mtlm/mtlm.hpp>
 #include <mtlm/testing/gradient_check.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <string>
@@ -230,6 +231,49 @@ TEST_CASE("CPU gemm writes into strided views without touching other columns") {
   CHECK(c(0, 2) == 7.0);
   CHECK(c(0, 1) == doctest::Approx(a(0, 0) * b(0, 0) + a(0, 1) * b(1, 0)));
   CHECK(c(2, 4) == doctest::Approx(a(2, 0) * b(0, 1) + a(2, 1) * b(1, 1)));
+}
+
+TEST_CASE_TEMPLATE("CPU gemm: large products (threaded, or through a CBLAS) in sub-views match a naive sum",
+                   S, float, double) {
+  // 160 x 150 x 200 = 4.8M multiply-adds: above the single-thread limit, so this takes the
+  // large-product path. Operands are views into the middle of bigger matrices (leading
+  // dimension > rows), and C's other entries must stay untouched.
+  const Index m = 160, n = 150, k = 200;
+  static_assert(double(m * n * k) >= Cpu::parallel_gemm_min_work);
+  Rng rng(5);
+  auto random = [&](Index rows, Index cols) {
+    Matrix<S, Cpu> x(rows, cols);
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<S>(rng.uniform(-1, 1));
+    return x;
+  };
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      const Matrix<S, Cpu> A = ta ? random(k + 3, m + 2) : random(m + 3, k + 2);
+      const Matrix<S, Cpu> B = tb ? random(n + 3, k + 2) : random(k + 3, n + 2);
+      Matrix<S, Cpu> C = random(m + 4, n + 1);
+      const Matrix<S, Cpu> before = C;
+      const auto a = A.view().middle_rows(1, ta ? k : m).middle_cols(1, ta ? m : k);
+      const auto b = B.view().middle_rows(2, tb ? n : k).middle_cols(1, tb ? k : n);
+      Cpu::gemm(ta ? Transpose::yes : Transpose::no, tb ? Transpose::yes : Transpose::no, S(0.5), a, b,
+                S(2), C.view().middle_rows(3, m).middle_cols(1, n));
+      double worst = 0;
+      for (Index i = 0; i < m + 4; ++i)
+        for (Index j = 0; j < n + 1; ++j) {
+          const bool inside = i >= 3 && i < 3 + m && j >= 1;
+          double expected = before.view()(i, j);
+          if (inside) {
+            double sum = 0;
+            for (Index l = 0; l < k; ++l)
+              sum += double(ta ? a(l, i - 3) : a(i - 3, l)) * double(tb ? b(j - 1, l) : b(l, j - 1));
+            expected = 2 * expected + 0.5 * sum;
+          }
+          worst = std::max(worst, std::abs(double(C.view()(i, j)) - expected));
+          if (!inside) CHECK(C.view()(i, j) == before.view()(i, j));
+        }
+      CAPTURE(ta);
+      CAPTURE(tb);
+      CHECK(worst < (std::is_same_v<S, float> ? 5e-4 : 1e-12));
+    }
 }
 
 TEST_CASE("CPU bias kernels") {

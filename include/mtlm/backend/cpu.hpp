@@ -12,9 +12,18 @@
 #include <omp.h>
 #endif
 
+// MTLM_USE_CBLAS: large float and double products go to a CBLAS (OpenBLAS, BLIS, MKL), whose
+// GEMM is faster than Eigen's on some machines. Define it and link the library (CMake:
+// -DMTLM_BLAS=ON builds mtlm's own programs so). Small products stay with Eigen.
+#if defined(MTLM_USE_CBLAS)
+#include <cblas.h>
+#endif
+
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <exception>
+#include <limits>
 #include <new>
 #include <numbers>
 
@@ -101,9 +110,13 @@ struct Cpu {
     if (static_cast<double>(c.rows) * static_cast<double>(c.cols) * depth < parallel_gemm_min_work) {
       [[maybe_unused]] const SingleThreaded scope;
       gemm_eigen(ta, tb, alpha, a, b, beta, c);
-    } else {
-      gemm_eigen(ta, tb, alpha, a, b, beta, c);
+      return;
     }
+#if defined(MTLM_USE_CBLAS)
+    if constexpr (std::is_same_v<S, float> || std::is_same_v<S, double>)
+      if (gemm_cblas(ta, tb, alpha, a, b, beta, c)) return;
+#endif
+    gemm_eigen(ta, tb, alpha, a, b, beta, c);
   }
 
  private:
@@ -119,6 +132,31 @@ struct Cpu {
     }
 #endif
   };
+
+#if defined(MTLM_USE_CBLAS)
+  /// The product through the linked CBLAS (column-major, as the views); false, and nothing done,
+  /// for shapes a 32-bit CBLAS cannot take.
+  template <class S>
+  static bool gemm_cblas(Transpose ta, Transpose tb, S alpha, In<S> a, In<S> b, S beta,
+                         MatrixView<S> c) {
+    constexpr Index int_max = std::numeric_limits<int>::max();
+    auto leading = [](const auto& v) { return v.cols > 1 ? v.stride : std::max(v.stride, v.rows); };
+    const Index depth = ta == Transpose::no ? a.cols : a.rows;
+    for (Index n : {c.rows, c.cols, depth, leading(a), leading(b), leading(c)})
+      if (n > int_max) return false;
+    for (const Index ld : {leading(a), leading(b), leading(c)})
+      if (ld < 1) return false;
+    const auto op = [](Transpose t) { return t == Transpose::no ? CblasNoTrans : CblasTrans; };
+    const auto i = [](Index n) { return static_cast<int>(n); };
+    if constexpr (std::is_same_v<S, float>)
+      cblas_sgemm(CblasColMajor, op(ta), op(tb), i(c.rows), i(c.cols), i(depth), alpha, a.data,
+                  i(leading(a)), b.data, i(leading(b)), beta, c.data, i(leading(c)));
+    else
+      cblas_dgemm(CblasColMajor, op(ta), op(tb), i(c.rows), i(c.cols), i(depth), alpha, a.data,
+                  i(leading(a)), b.data, i(leading(b)), beta, c.data, i(leading(c)));
+    return true;
+  }
+#endif
 
   template <class S>
   static void gemm_eigen(Transpose ta, Transpose tb, S alpha, In<S> a, In<S> b, S beta,
