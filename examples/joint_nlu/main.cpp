@@ -3,7 +3,7 @@
 //
 //   mtlm-nlu train   --data DIR --out MODEL [--epochs N] [--seed N] [--threads N] [--time-budget S]
 //                    [--ensemble K]  (K models, trained --threads at a time, probabilities averaged)
-//   mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json]
+//   mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json] [--decode bio|argmax]
 //   mtlm-nlu predict --model MODEL            (one utterance per line on stdin, JSON lines out)
 #include "nlu_model.hpp"
 
@@ -130,12 +130,20 @@ int train(const Args& args) {
   return 0;
 }
 
+nlu::SlotDecoding decoding(const Args& args) {
+  const std::string name = args.get("decode", "bio");
+  if (name == "bio") return nlu::SlotDecoding::bio;
+  if (name == "argmax") return nlu::SlotDecoding::argmax;
+  throw mtlm::Error("--decode must be bio or argmax, got \"" + name + "\"");
+}
+
 int eval(const Args& args) {
   set_threads(args);
   nlu::Bundle bundle = nlu::load_bundle(args.need("model"));
   const std::string split = args.get("split", "test");
   const auto data = mtlm::read_atis(std::filesystem::path(args.need("data")) / split);
-  const nlu::Scores s = nlu::score(data, nlu::predict(bundle.models, nlu::encode(data, bundle.vocab, false), bundle.vocab));
+  const nlu::Scores s = nlu::score(
+      data, nlu::predict(bundle.models, nlu::encode(data, bundle.vocab, false), bundle.vocab, decoding(args)));
   if (args.flags.contains("json")) {
     std::printf("{\"split\": %s, \"examples\": %zu, \"intent_accuracy\": %.6f, \"slot_f1\": %.6f, "
                 "\"sentence_accuracy\": %.6f}\n",
@@ -193,13 +201,13 @@ int main(int argc, char** argv) {
                                       {"tasks", false}, {"ensemble", false}}));
     if (command == "eval")
       return eval(parse(argc, argv, {{"model", false}, {"data", false}, {"split", false}, {"json", true},
-                                     {"threads", false}}));
+                                     {"threads", false}, {"decode", false}}));
     if (command == "predict") return predict(parse(argc, argv, {{"model", false}, {"threads", false}}));
     std::cerr << "usage:\n"
                  "  mtlm-nlu train   --data DIR --out MODEL [--epochs N] [--seed N] [--threads N] [--time-budget S]\n"
                  "                   [--ensemble K] [--tasks intent,slots,lm] [--lr X] [--batch-size N]\n"
                  "                   [--dropout P] [--word-dropout P]\n"
-                 "  mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json]\n"
+                 "  mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json] [--decode bio|argmax]\n"
                  "  mtlm-nlu predict --model MODEL   (utterances on stdin, one JSON object per line out)\n";
     return command.empty() || command == "--help" || command == "-h" ? 0 : 2;
   } catch (const std::exception& e) {

@@ -5,6 +5,8 @@
 
 #include <mtlm/mtlm.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <span>
@@ -121,10 +123,16 @@ inline void add_softmax(const mtlm::Matrix<float, mtlm::Cpu>& logits, Eigen::Mat
 }
 }  // namespace detail
 
+/// How slot tags are read off the per-token probabilities.
+enum class SlotDecoding {
+  argmax,  ///< each token's most probable tag on its own
+  bio,     ///< the most probable tag sequence that is valid BIO (no I-X after O or after B-Y)
+};
+
 /// Predictions of an ensemble: the members' class probabilities are averaged (for one model,
-/// this is its own argmax).
+/// these are its own probabilities).
 inline Predictions predict(std::span<Model> models, const EncodedSet& set, const Vocabularies& v,
-                           Index batch_size = 64) {
+                           SlotDecoding decoding = SlotDecoding::bio, Index batch_size = 64) {
   Predictions out;
   out.intents.resize(set.words.size());
   out.slots.resize(set.words.size());
@@ -133,6 +141,12 @@ inline Predictions predict(std::span<Model> models, const EncodedSet& set, const
   options.shuffle = false;
   mtlm::Rng unused(0);
   Eigen::MatrixXf intent_sum, slot_sum;
+  // A CRF whose scores are all zero decodes the sum of the emissions' log-probabilities under its
+  // constraints alone: the BIO-valid sequence with the highest product of token probabilities.
+  mtlm::LinearChainCrf<Dynamic> bio_decoder(v.slots.size());
+  bio_decoder.set_bio_constraints(v.slots.labels());
+  mtlm::Matrix<float, mtlm::Cpu> log_probabilities;
+  mtlm::LinearChainCrf<Dynamic>::TagSequences decoded;
   for (const auto& indices : mtlm::bucket_batches(set.lengths, options, unused)) {
     const mtlm::Batch batch = make_batch(set, indices);
     intent_sum.setZero(v.intents.size(), batch.batch_size);
@@ -142,6 +156,15 @@ inline Predictions predict(std::span<Model> models, const EncodedSet& set, const
       detail::add_softmax(model.head<"intent">().logits(), intent_sum);
       detail::add_softmax(model.head<"slots">().logits(), slot_sum);
     }
+    if (decoding == SlotDecoding::bio) {
+      log_probabilities.resize(slot_sum.rows(), slot_sum.cols());
+      // Scalar log: the floor keeps a tag whose probability underflowed decodable when it is the
+      // only valid one.
+      auto logs = mtlm::Cpu::eigen(log_probabilities.view());
+      for (Index c = 0; c < slot_sum.cols(); ++c)
+        for (Index r = 0; r < slot_sum.rows(); ++r) logs(r, c) = std::log(std::max(slot_sum(r, c), 1e-30f));
+      bio_decoder.decode(log_probabilities.view(), batch, decoded);
+    }
     for (Index b = 0; b < batch.batch_size; ++b) {
       const auto i = static_cast<std::size_t>(indices[static_cast<std::size_t>(b)]);
       Index best = 0;
@@ -150,7 +173,11 @@ inline Predictions predict(std::span<Model> models, const EncodedSet& set, const
       auto& tags = out.slots[i];
       tags.clear();
       for (Index t = 0; t < batch.lengths[static_cast<std::size_t>(b)]; ++t) {
-        slot_sum.col(batch.column(b, t)).maxCoeff(&best);
+        if (decoding == SlotDecoding::bio) {
+          best = decoded[static_cast<std::size_t>(b)][static_cast<std::size_t>(t)];
+        } else {
+          slot_sum.col(batch.column(b, t)).maxCoeff(&best);
+        }
         tags.push_back(v.slots.label(static_cast<mtlm::TokenId>(best)));
       }
     }
@@ -158,8 +185,9 @@ inline Predictions predict(std::span<Model> models, const EncodedSet& set, const
   return out;
 }
 
-inline Predictions predict(Model& model, const EncodedSet& set, const Vocabularies& v) {
-  return predict(std::span<Model>(&model, 1), set, v);
+inline Predictions predict(Model& model, const EncodedSet& set, const Vocabularies& v,
+                           SlotDecoding decoding = SlotDecoding::bio) {
+  return predict(std::span<Model>(&model, 1), set, v, decoding);
 }
 
 struct Scores {
