@@ -19,9 +19,9 @@
 #include <cblas.h>
 #endif
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <algorithm>
 #include <exception>
 #include <limits>
 #include <new>
@@ -253,10 +253,6 @@ struct Cpu {
 };
 
 static_assert(Backend<Cpu>, "the CPU policy must model the Backend concept");
-
-}  // namespace mtlm::backend
-
-namespace mtlm::backend {
 
 /// `first` and `second` on two threads when the calling thread may use two for its products
 /// (OpenMP builds): pieces such as a bidirectional RNN's directions are chains of products too
