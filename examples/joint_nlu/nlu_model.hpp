@@ -158,11 +158,10 @@ inline Predictions predict(std::span<Model> models, const EncodedSet& set, const
     }
     if (decoding == SlotDecoding::bio) {
       log_probabilities.resize(slot_sum.rows(), slot_sum.cols());
-      // Scalar log: the floor keeps a tag whose probability underflowed decodable when it is the
-      // only valid one.
-      auto logs = mtlm::Cpu::eigen(log_probabilities.view());
-      for (Index c = 0; c < slot_sum.cols(); ++c)
-        for (Index r = 0; r < slot_sum.rows(); ++r) logs(r, c) = std::log(std::max(slot_sum(r, c), 1e-30f));
+      // Scalar log (GCC 12 misreports Eigen's AVX-512 packet log as -Wuninitialized); the floor
+      // keeps a tag whose probability underflowed decodable when it is the only valid one.
+      std::transform(slot_sum.data(), slot_sum.data() + slot_sum.size(), log_probabilities.data(),
+                     [](float p) { return std::log(std::max(p, 1e-30f)); });
       bio_decoder.decode(log_probabilities.view(), batch, decoded);
     }
     for (Index b = 0; b < batch.batch_size; ++b) {

@@ -139,21 +139,21 @@ struct Cpu {
   template <class S>
   static bool gemm_cblas(Transpose ta, Transpose tb, S alpha, In<S> a, In<S> b, S beta,
                          MatrixView<S> c) {
-    constexpr Index int_max = std::numeric_limits<int>::max();
+    // A one-column view's stride may be anything; CBLAS wants a leading dimension >= rows.
     auto leading = [](const auto& v) { return v.cols > 1 ? v.stride : std::max(v.stride, v.rows); };
     const Index depth = ta == Transpose::no ? a.cols : a.rows;
-    for (Index n : {c.rows, c.cols, depth, leading(a), leading(b), leading(c)})
-      if (n > int_max) return false;
-    for (const Index ld : {leading(a), leading(b), leading(c)})
-      if (ld < 1) return false;
+    const Index lda = leading(a), ldb = leading(b), ldc = leading(c);
+    constexpr Index int_max = std::numeric_limits<int>::max();
+    if (std::min({lda, ldb, ldc}) < 1 || std::max({c.rows, c.cols, depth, lda, ldb, ldc}) > int_max)
+      return false;
     const auto op = [](Transpose t) { return t == Transpose::no ? CblasNoTrans : CblasTrans; };
     const auto i = [](Index n) { return static_cast<int>(n); };
     if constexpr (std::is_same_v<S, float>)
       cblas_sgemm(CblasColMajor, op(ta), op(tb), i(c.rows), i(c.cols), i(depth), alpha, a.data,
-                  i(leading(a)), b.data, i(leading(b)), beta, c.data, i(leading(c)));
+                  i(lda), b.data, i(ldb), beta, c.data, i(ldc));
     else
       cblas_dgemm(CblasColMajor, op(ta), op(tb), i(c.rows), i(c.cols), i(depth), alpha, a.data,
-                  i(leading(a)), b.data, i(leading(b)), beta, c.data, i(leading(c)));
+                  i(lda), b.data, i(ldb), beta, c.data, i(ldc));
     return true;
   }
 #endif
@@ -263,24 +263,20 @@ void run_side_by_side(Cpu, F&& first, G&& second) {
 #if defined(_OPENMP)
   if (Cpu::threads() >= 2 && !omp_in_parallel()) {
     std::exception_ptr failures[2];
+    // An exception must not leave an OpenMP section: keep it and rethrow after the join.
+    auto guarded = [](auto& piece, std::exception_ptr& failure) {
+      try {
+        piece();
+      } catch (...) {
+        failure = std::current_exception();
+      }
+    };
 #pragma omp parallel sections num_threads(2)
     {
 #pragma omp section
-      {
-        try {
-          first();
-        } catch (...) {
-          failures[0] = std::current_exception();
-        }
-      }
+      guarded(first, failures[0]);
 #pragma omp section
-      {
-        try {
-          second();
-        } catch (...) {
-          failures[1] = std::current_exception();
-        }
-      }
+      guarded(second, failures[1]);
     }
     for (const auto& failure : failures)
       if (failure) std::rethrow_exception(failure);
