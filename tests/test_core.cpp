@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
@@ -311,4 +312,44 @@ TEST_CASE_TEMPLATE("CPU activation derivatives match finite differences", Tag,
     const double numeric = (yp.data()[i] - ym.data()[i]) / (2 * h);
     CHECK(dx.data()[i] == doctest::Approx(numeric).epsilon(1e-6));
   }
+}
+
+namespace {
+/// Half the smallest normal float: a subnormal, or 0 where subnormals are flushed. `volatile`
+/// keeps the product at run time, under the floating-point mode of the moment.
+float half_of_smallest_normal() {
+  volatile float smallest = std::numeric_limits<float>::min();
+  volatile float half = smallest * 0.5f;
+  return half;
+}
+}  // namespace
+
+TEST_CASE("FlushSubnormals flushes on the calling thread and its product threads, then restores") {
+  REQUIRE(half_of_smallest_normal() > 0.0f);  // this build does not flush by default
+  const int threads = Cpu::threads();
+  Cpu::set_threads(2);  // the team the scope sets up is the one of the current thread count
+  {
+    const FlushSubnormals flush;
+    if (!FlushSubnormals::active()) return;
+    CHECK(half_of_smallest_normal() == 0.0f);
+    {
+      const FlushSubnormals nested;
+      CHECK(half_of_smallest_normal() == 0.0f);
+    }
+    CHECK(half_of_smallest_normal() == 0.0f);  // the inner scope restores the outer one's mode
+#if defined(_OPENMP)
+    int subnormal_results = 0;
+#pragma omp parallel num_threads(2) reduction(+ : subnormal_results)
+    subnormal_results += half_of_smallest_normal() > 0.0f;
+    CHECK(subnormal_results == 0);
+#endif
+  }
+  CHECK(half_of_smallest_normal() > 0.0f);
+#if defined(_OPENMP)
+  int subnormal_results = 0;
+#pragma omp parallel num_threads(2) reduction(+ : subnormal_results)
+  subnormal_results += half_of_smallest_normal() > 0.0f;
+  CHECK(subnormal_results == 2);
+#endif
+  Cpu::set_threads(threads);
 }

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -138,6 +139,24 @@ TEST_CASE("checkpoints for another model or corrupted ones are rejected clearly"
   io::save_parameters(fresh, dir.path / "weights-only.safetensors");
   CHECK_THROWS_WITH_AS(train::load_checkpoint(dir.path / "weights-only.safetensors", fresh, adam2),
                        doctest::Contains("not an mtlm checkpoint"), FormatError);
+}
+
+TEST_CASE("fit flushes subnormals while it trains and evaluates, and restores the mode after") {
+  if (!FlushSubnormals::active()) return;
+  Model model = make_model(1);
+  Adam<float> adam({.lr = 1e-2});
+  train::TrainerOptions options;
+  options.epochs = 1;
+  options.log = nullptr;
+  float inside = -1.0f;
+  train::Trainer(model, adam, options).fit(epoch_batches, [&](Model&) {
+    volatile float smallest = std::numeric_limits<float>::min();
+    inside = smallest * 0.5f;
+    return train::Metrics{{"x", 0.0}};
+  });
+  CHECK(inside == 0.0f);
+  volatile float smallest = std::numeric_limits<float>::min();
+  CHECK(smallest * 0.5f > 0.0f);
 }
 
 TEST_CASE("best epoch is kept and patience stops training") {

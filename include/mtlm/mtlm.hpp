@@ -15,6 +15,7 @@
 
 #include "mtlm/backend/backend.hpp"
 #include "mtlm/backend/cpu.hpp"
+#include "mtlm/backend/subnormals.hpp"
 
 #include "mtlm/data/batcher.hpp"
 #include "mtlm/data/char_features.hpp"

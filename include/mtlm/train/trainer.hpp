@@ -9,6 +9,7 @@
 // reproduces "2 epochs" bit for bit on the CPU.
 #pragma once
 
+#include "mtlm/backend/subnormals.hpp"
 #include "mtlm/core/batch.hpp"
 #include "mtlm/core/param.hpp"
 #include "mtlm/core/random.hpp"
@@ -93,6 +94,7 @@ class Trainer {
   }
 
   Result fit(const BatchSource& source, const Evaluator& evaluate = {}) {
+    const FlushSubnormals flush;  // optimizer moments of idle rows decay through the slow range
     Result result;
     const auto start = Progress::Clock::now();
     std::optional<Progress> progress;
