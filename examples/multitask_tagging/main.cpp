@@ -5,6 +5,7 @@
 //   mtlm-tag train   --conll DIR --sst2 DIR --out MODEL [--epochs N] [--seed N] [--threads N]
 //                    [--time-budget S] [--tasks pos,chunk,ner,sentiment] [--lr X] [--batch-size N]
 //                    [--sampling round-robin|temperature|proportional] [--temperature T]
+//                    [--lr-decay cosine|none] [--ensemble K]
 //   mtlm-tag eval    --model MODEL --conll DIR --sst2 DIR [--split test|dev] [--json]
 //   mtlm-tag predict --model MODEL            (one sentence per line on stdin, JSON lines out)
 //
@@ -20,7 +21,10 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <mutex>
+#include <span>
 #include <string>
+#include <thread>
 
 namespace {
 
@@ -62,7 +66,6 @@ std::string scores_line(const tag::Scores& s, const tag::TaskSet& tasks) {
 }
 
 int train(const Args& args) {
-  set_threads(args);
   const tag::TaskSet tasks = tag::TaskSet::parse(args.get("tasks", "pos,chunk,ner,sentiment"), "--tasks");
   const std::filesystem::path conll = args.need("conll");  // always: the tag sets size the heads
   const std::filesystem::path out = args.need("out");
@@ -81,6 +84,14 @@ int train(const Args& args) {
   const auto seed = static_cast<std::uint64_t>(args.number("seed", 1));
   const auto batch_size = static_cast<mtlm::Index>(args.number("batch-size", 32));
   const mtlm::train::TaskSampling sampling = sampling_of(args);
+  const int members = static_cast<int>(args.number("ensemble", 1));
+  const int threads = static_cast<int>(args.number("threads", 1));
+  if (members < 1 || threads < 1) throw mtlm::Error("--ensemble and --threads must be at least 1");
+  // Several members train side by side on one thread each: a BiLSTM batch keeps one core busier
+  // than two, so K models in parallel get more epochs in than K models one after the other.
+  const int side_by_side = std::min(members, threads);
+  const int rounds = (members + side_by_side - 1) / side_by_side;
+  const int threads_per_member = std::max(1, threads / side_by_side);
 
   const tag::Vocabularies vocab = tag::build_vocabularies(conll_train, sst2_train, tasks);
   // The datasets the sampler mixes: CoNLL batches carry the tag tasks, SST-2 batches sentiment.
@@ -90,34 +101,39 @@ int train(const Args& args) {
   const tag::EncodedSet conll_dev_encoded = tag::encode(conll_dev, vocab, false);
   const tag::EncodedSet sst2_dev_encoded = tag::encode(sst2_dev, vocab, false);
 
-  mtlm::Rng rng(seed);
-  tag::Model model = tag::make_model(vocab, h);
-  tag::initialize(model, rng);
+  std::vector<tag::Model> models;
+  for (int m = 0; m < members; ++m) models.push_back(tag::make_model(vocab, h));
   std::cerr << "mtlm-tag: " << conll_train.size() << " CoNLL sentences, " << sst2_train.size()
             << " SST-2 sentences; " << vocab.words.size() << " words, " << vocab.chars.size() << " characters, "
             << vocab.pos.size() << " POS tags, " << vocab.chunk.size() << " chunk tags, " << vocab.ner.size()
-            << " NER tags; " << mtlm::count_parameters(model) << " parameters, tasks " << tasks.to_string() << "\n";
+            << " NER tags; " << members << " model(s) of " << mtlm::count_parameters(models[0])
+            << " parameters, tasks " << tasks.to_string() << "\n";
 
-  using Trainer = mtlm::train::Trainer<tag::Model, mtlm::Adam<float>>;
-  auto epoch = [&](mtlm::Rng& r) {
-    mtlm::BatchingOptions options;
-    options.max_sequences = batch_size;
-    std::vector<std::vector<std::vector<mtlm::Index>>> batches;
-    std::vector<std::size_t> counts;
-    for (const auto& set : datasets) {
-      batches.push_back(mtlm::bucket_batches(set.lengths, options, r));
-      counts.push_back(batches.back().size());
-    }
-    // An epoch ends when the most up-sampled dataset has been seen once (expected), so dev
-    // evaluation and the time budget come round often; proportional sampling is one pass.
+  using Schedule = mtlm::schedule::Cosine;
+  using Trainer = mtlm::train::Trainer<tag::Model, mtlm::Adam<float>, Schedule>;
+  mtlm::BatchingOptions batching;
+  batching.max_sequences = batch_size;
+  // An epoch ends when the most up-sampled dataset has been seen once (expected), so dev
+  // evaluation and the time budget come round often; proportional sampling is one pass. The
+  // batch counts do not depend on the shuffle, so every epoch has the same number of steps.
+  auto epoch_sampling = [&](const std::vector<std::size_t>& counts) {
     mtlm::train::TaskSampling s = sampling;
     const auto p = mtlm::train::task_probabilities(counts, s);
     double draws = 0;
     for (std::size_t d = 0; d < counts.size(); ++d)
       if (p[d] > 0) draws = draws == 0 ? counts[d] / p[d] : std::min(draws, counts[d] / p[d]);
     s.draws_per_epoch = static_cast<std::size_t>(std::lround(draws));
+    return s;
+  };
+  auto epoch = [&](mtlm::Rng& r) {
+    std::vector<std::vector<std::vector<mtlm::Index>>> batches;
+    std::vector<std::size_t> counts;
+    for (const auto& set : datasets) {
+      batches.push_back(mtlm::bucket_batches(set.lengths, batching, r));
+      counts.push_back(batches.back().size());
+    }
     Trainer::Batches out;
-    for (const auto& [d, b] : mtlm::train::plan_epoch(counts, s, r)) {
+    for (const auto& [d, b] : mtlm::train::plan_epoch(counts, epoch_sampling(counts), r)) {
       const tag::EncodedSet& set = datasets[d];
       const auto& indices = batches[d][b];
       mtlm::train::TrainingBatch<tag::Model> item{tag::make_batch(set, indices), {}};
@@ -131,11 +147,15 @@ int train(const Args& args) {
     return out;
   };
   // Selection: the mean of the trained tasks' dev scores (one task: its own score).
-  auto evaluate = [&](tag::Model& m) {
+  auto dev_scores = [&](std::span<tag::Model> m) {
     tag::Scores s;
     if (tasks.conll()) tag::score(conll_dev, tag::predict(m, conll_dev_encoded, vocab, tasks.conll_part()), vocab, s);
     if (tasks.sentiment)
       tag::score(sst2_dev, tag::predict(m, sst2_dev_encoded, vocab, tasks.sentiment_part()), vocab, s);
+    return s;
+  };
+  auto evaluate = [&](tag::Model& m) {
+    const tag::Scores s = dev_scores(std::span<tag::Model>(&m, 1));
     mtlm::train::Metrics metrics;
     if (tasks.pos) metrics.emplace_back("dev_pos", s.pos_accuracy);
     if (tasks.chunk) metrics.emplace_back("dev_chunk", s.chunk_f1);
@@ -147,18 +167,63 @@ int train(const Args& args) {
     return metrics;
   };
 
-  mtlm::Adam<float> adam({.lr = args.number("lr", 2e-3)});
-  mtlm::train::TrainerOptions options;
-  options.epochs = static_cast<int>(args.number("epochs", 30));
-  options.seed = rng.next();
-  options.clip_norm = 5.0;
-  options.select_metric = "dev_mean";
-  options.max_seconds = args.number("time-budget", 0.0);  // checked at the end of each epoch
-  const auto result = Trainer(model, adam, options).fit(epoch, evaluate);
-  std::cerr << "mtlm-tag: best dev_mean " << result.best_metric << " at epoch " << result.best_epoch << " of "
-            << result.epochs_run << (result.stopped_early ? " (time budget reached)" : "") << "\n";
-  tag::save_bundle(out, model, vocab, tasks);
-  std::cerr << "mtlm-tag: trained in " << result.seconds << " s; model written to " << out.string() << "\n";
+  const double lr = args.number("lr", 2e-3);
+  const int epochs = static_cast<int>(args.number("epochs", 30));
+  // Cosine decay over the planned epochs: the last epochs take small steps around a good point
+  // instead of bouncing at the full rate, which is worth most to the slowest task (NER).
+  const std::string decay = args.get("lr-decay", "cosine");
+  if (decay != "cosine" && decay != "none")
+    throw mtlm::Error("--lr-decay expects cosine or none, got \"" + decay + "\"");
+  std::vector<std::size_t> counts;
+  mtlm::Rng count_rng(seed);
+  for (const auto& set : datasets) counts.push_back(mtlm::bucket_batches(set.lengths, batching, count_rng).size());
+  const auto steps_per_epoch = static_cast<std::int64_t>(epoch_sampling(counts).draws_per_epoch);
+  const Schedule schedule{.base_lr = lr,
+                          .total_steps = std::max<std::int64_t>(1, epochs * steps_per_epoch),
+                          .warmup_steps = 0,
+                          .min_lr = decay == "none" ? lr : 0.0};
+
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::string> reports(static_cast<std::size_t>(members));
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  auto train_member = [&](int m) {
+    try {
+      mtlm::Cpu::set_threads(threads_per_member);
+      // Member 0 draws from the seed itself, so one model trains as it always has for a seed.
+      mtlm::Rng rng(m == 0 ? seed : seed * 1000003 + static_cast<std::uint64_t>(m));
+      tag::Model& model = models[static_cast<std::size_t>(m)];
+      tag::initialize(model, rng);
+      mtlm::Adam<float> adam({.lr = lr});
+      mtlm::train::TrainerOptions options;
+      options.epochs = epochs;
+      options.seed = rng.next();
+      options.clip_norm = 5.0;
+      options.select_metric = "dev_mean";
+      options.max_seconds = args.number("time-budget", 0.0) / rounds;  // checked after each epoch
+      options.log = m == 0 ? &std::cerr : nullptr;
+      const auto result = Trainer(model, adam, options, schedule).fit(epoch, evaluate);
+      reports[static_cast<std::size_t>(m)] =
+          "model " + std::to_string(m + 1) + ": best dev_mean " + std::to_string(result.best_metric) +
+          " at epoch " + std::to_string(result.best_epoch) + " of " + std::to_string(result.epochs_run) +
+          (result.stopped_early ? " (time budget reached)" : "");
+    } catch (...) {
+      std::lock_guard lock(failure_mutex);
+      failure = std::current_exception();
+    }
+  };
+  for (int first = 0; first < members; first += side_by_side) {
+    std::vector<std::thread> workers;
+    for (int m = first; m < std::min(members, first + side_by_side); ++m) workers.emplace_back(train_member, m);
+    for (auto& w : workers) w.join();
+    if (failure) std::rethrow_exception(failure);
+  }
+  for (const auto& r : reports) std::cerr << "mtlm-tag: " << r << "\n";
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (members > 1)
+    std::cerr << "mtlm-tag: ensemble of " << members << " on dev: " << scores_line(dev_scores(models), tasks) << "\n";
+  tag::save_bundle(out, models, vocab, tasks);
+  std::cerr << "mtlm-tag: trained in " << seconds << " s; model written to " << out.string() << "\n";
   return 0;
 }
 
@@ -178,13 +243,13 @@ int eval(const Args& args) {
   tag::Scores s;
   if (tasks.conll()) {
     const auto data = tag::read_conll2003(std::filesystem::path(args.need("conll")) / (split + ".txt"));
-    tag::score(data, tag::predict(bundle.model, tag::encode(data, bundle.vocab, false), bundle.vocab,
+    tag::score(data, tag::predict(bundle.models, tag::encode(data, bundle.vocab, false), bundle.vocab,
                                   tasks.conll_part()),
                bundle.vocab, s);
   }
   if (tasks.sentiment) {  // SST-2's test.tsv is unlabelled: dev.tsv is the scored split
     const auto data = tag::read_sst2(std::filesystem::path(args.need("sst2")) / "dev.tsv");
-    tag::score(data, tag::predict(bundle.model, tag::encode(data, bundle.vocab, false), bundle.vocab,
+    tag::score(data, tag::predict(bundle.models, tag::encode(data, bundle.vocab, false), bundle.vocab,
                                   tasks.sentiment_part()),
                bundle.vocab, s);
   }
@@ -225,7 +290,7 @@ int predict(const Args& args) {
     mtlm::SequenceExample ex;
     ex.tokens = mtlm::tokenize(line, tokenizer, "<stdin>", number);
     tag::Predictions p;
-    if (!ex.tokens.empty()) p = tag::predict(bundle.model, tag::encode({ex}, bundle.vocab, false), bundle.vocab, tasks);
+    if (!ex.tokens.empty()) p = tag::predict(bundle.models, tag::encode({ex}, bundle.vocab, false), bundle.vocab, tasks);
     auto tags = [&](bool on, const std::vector<std::vector<std::string>>& of) {
       return !on ? std::string("null") : json_list(of.empty() ? none : of[0]);
     };
@@ -248,7 +313,8 @@ int main(int argc, char** argv) {
       return train(parse(argc, argv, {{"conll", false}, {"sst2", false}, {"out", false}, {"epochs", false},
                                       {"seed", false}, {"threads", false}, {"time-budget", false}, {"lr", false},
                                       {"batch-size", false}, {"dropout", false}, {"word-dropout", false},
-                                      {"tasks", false}, {"sampling", false}, {"temperature", false}}));
+                                      {"tasks", false}, {"sampling", false}, {"temperature", false},
+                                      {"lr-decay", false}, {"ensemble", false}}));
     if (command == "eval")
       return eval(parse(argc, argv, {{"model", false}, {"conll", false}, {"sst2", false}, {"split", false},
                                      {"json", true}, {"threads", false}}));
@@ -257,7 +323,8 @@ int main(int argc, char** argv) {
                  "  mtlm-tag train   --conll DIR --sst2 DIR --out MODEL [--epochs N] [--seed N] [--threads N]\n"
                  "                   [--time-budget S] [--tasks pos,chunk,ner,sentiment] [--lr X] [--batch-size N]\n"
                  "                   [--sampling round-robin|temperature|proportional] [--temperature T]\n"
-                 "                   [--dropout P] [--word-dropout P]\n"
+                 "                   [--dropout P] [--word-dropout P] [--lr-decay cosine|none]\n"
+                 "                   [--ensemble K]  (K models, trained --threads at a time, probabilities averaged)\n"
                  "  mtlm-tag eval    --model MODEL --conll DIR --sst2 DIR [--split test|dev] [--json]\n"
                  "  mtlm-tag predict --model MODEL   (sentences on stdin, one JSON object per line out)\n";
     return command.empty() || command == "--help" || command == "-h" ? 0 : 2;

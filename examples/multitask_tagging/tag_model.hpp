@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 #include <span>
@@ -241,8 +242,48 @@ struct Predictions {
   std::vector<std::string> sentiment;
 };
 
-inline Predictions predict(Model& model, const EncodedSet& set, const Vocabularies& v, const TaskSet& tasks,
-                           Index batch_size = 64) {
+namespace detail {
+/// Adds the softmax of every column of `logits` to `sum` (same shape). Scalar exp: GCC 12
+/// misreports Eigen's AVX-512 packet exp as -Wuninitialized in this translation unit.
+inline void add_softmax(const mtlm::Matrix<float, mtlm::Cpu>& logits, Eigen::MatrixXf& sum) {
+  const auto z = mtlm::Cpu::eigen(logits.view());
+  Eigen::VectorXf e(z.rows());
+  for (Index j = 0; j < z.cols(); ++j) {
+    const float top = z.col(j).maxCoeff();
+    for (Index i = 0; i < z.rows(); ++i) e[i] = std::exp(z(i, j) - top);
+    sum.col(j) += e / e.sum();
+  }
+}
+
+/// The most probable BIO-valid tag sequences under the summed per-token probabilities `sum`: a
+/// CRF whose scores are all zero decodes the log-probabilities under its constraints alone.
+class PosteriorDecoder {
+ public:
+  explicit PosteriorDecoder(const mtlm::LabelSet& tags) : crf_(tags.size()) { crf_.set_bio_constraints(tags.labels()); }
+
+  const mtlm::LinearChainCrf<Dynamic>::TagSequences& decode(const Eigen::MatrixXf& sum, const mtlm::Batch& batch) {
+    log_probabilities_.resize(sum.rows(), sum.cols());
+    // Scalar log (GCC 12 misreports Eigen's AVX-512 packet log as -Wuninitialized); the floor
+    // keeps a tag whose probability underflowed decodable when it is the only valid one.
+    std::transform(sum.data(), sum.data() + sum.size(), log_probabilities_.data(),
+                   [](float p) { return std::log(std::max(p, 1e-30f)); });
+    crf_.decode(log_probabilities_.view(), batch, decoded_);
+    return decoded_;
+  }
+
+ private:
+  mtlm::LinearChainCrf<Dynamic> crf_;
+  mtlm::Matrix<float, mtlm::Cpu> log_probabilities_;
+  mtlm::LinearChainCrf<Dynamic>::TagSequences decoded_;
+};
+}  // namespace detail
+
+/// Predictions of one model, or of an ensemble: one model decodes its CRFs by Viterbi and takes
+/// the argmax of its softmaxes; an ensemble averages the members' per-token tag probabilities (CRF
+/// marginals, POS softmax) and sentence probabilities, then decodes chunks and entities as the
+/// most probable BIO-valid sequence of the averages.
+inline Predictions predict(std::span<Model> models, const EncodedSet& set, const Vocabularies& v,
+                           const TaskSet& tasks, Index batch_size = 64) {
   const std::size_t n = set.words.size();
   Predictions out;
   if (tasks.pos) out.pos.resize(n);
@@ -253,23 +294,66 @@ inline Predictions predict(Model& model, const EncodedSet& set, const Vocabulari
   options.max_sequences = batch_size;
   options.shuffle = false;
   mtlm::Rng unused(0);
+  const bool ensemble = models.size() > 1;
+  detail::PosteriorDecoder chunk_decoder(v.chunk), ner_decoder(v.ner);
+  Eigen::MatrixXf pos_sum, chunk_sum, ner_sum, sentiment_sum;
   for (const auto& indices : mtlm::bucket_batches(set.lengths, options, unused)) {
     const mtlm::Batch batch = make_batch(set, indices);
-    model.forward(batch, mtlm::Mode::eval);
     auto keep = [&](std::vector<std::vector<std::string>>& into, const mtlm::LabelSet& labels, const auto& ids) {
       for (std::size_t b = 0; b < indices.size(); ++b)
         into[static_cast<std::size_t>(indices[b])] = labels.labels(ids[b]);
     };
-    if (tasks.pos) keep(out.pos, v.pos, model.head<"pos">().predict(batch));
-    if (tasks.chunk) keep(out.chunk, v.chunk, model.head<"chunk">().predict(batch));
-    if (tasks.ner) keep(out.ner, v.ner, model.head<"ner">().predict(batch));
-    if (tasks.sentiment) {
-      const auto ids = model.head<"sentiment">().predict();
+    auto keep_sentiment = [&](const std::vector<std::int32_t>& ids) {
       for (std::size_t b = 0; b < indices.size(); ++b)
         out.sentiment[static_cast<std::size_t>(indices[b])] = v.sentiment.label(ids[b]);
+    };
+    if (!ensemble) {
+      Model& model = models[0];
+      model.forward(batch, mtlm::Mode::eval);
+      if (tasks.pos) keep(out.pos, v.pos, model.head<"pos">().predict(batch));
+      if (tasks.chunk) keep(out.chunk, v.chunk, model.head<"chunk">().predict(batch));
+      if (tasks.ner) keep(out.ner, v.ner, model.head<"ner">().predict(batch));
+      if (tasks.sentiment) keep_sentiment(model.head<"sentiment">().predict());
+      continue;
     }
+    pos_sum.setZero(v.pos.size(), batch.columns());
+    chunk_sum.setZero(v.chunk.size(), batch.columns());
+    ner_sum.setZero(v.ner.size(), batch.columns());
+    sentiment_sum.setZero(v.sentiment.size(), batch.batch_size);
+    for (Model& model : models) {
+      model.forward(batch, mtlm::Mode::eval);
+      if (tasks.pos) detail::add_softmax(model.head<"pos">().logits(), pos_sum);
+      if (tasks.chunk) chunk_sum += mtlm::Cpu::eigen(model.head<"chunk">().marginals(batch).view());
+      if (tasks.ner) ner_sum += mtlm::Cpu::eigen(model.head<"ner">().marginals(batch).view());
+      if (tasks.sentiment) detail::add_softmax(model.head<"sentiment">().logits(), sentiment_sum);
+    }
+    auto argmax = [](const Eigen::MatrixXf& sum) {
+      std::vector<std::int32_t> ids(static_cast<std::size_t>(sum.cols()));
+      for (Index j = 0; j < sum.cols(); ++j) {
+        Index best = 0;
+        sum.col(j).maxCoeff(&best);
+        ids[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(best);
+      }
+      return ids;
+    };
+    if (tasks.pos) {
+      const auto flat = argmax(pos_sum);
+      std::vector<std::vector<std::int32_t>> ids(indices.size());
+      for (std::size_t b = 0; b < indices.size(); ++b) {
+        const auto first = flat.begin() + batch.column(static_cast<Index>(b), 0);
+        ids[b].assign(first, first + batch.lengths[b]);
+      }
+      keep(out.pos, v.pos, ids);
+    }
+    if (tasks.chunk) keep(out.chunk, v.chunk, chunk_decoder.decode(chunk_sum, batch));
+    if (tasks.ner) keep(out.ner, v.ner, ner_decoder.decode(ner_sum, batch));
+    if (tasks.sentiment) keep_sentiment(argmax(sentiment_sum));
   }
   return out;
+}
+
+inline Predictions predict(Model& model, const EncodedSet& set, const Vocabularies& v, const TaskSet& tasks) {
+  return predict(std::span<Model>(&model, 1), set, v, tasks);
 }
 
 struct Scores {
@@ -318,7 +402,9 @@ inline void score(const std::vector<mtlm::SequenceExample>& gold, const Predicti
 
 // ---- the model file: the weights, vocabularies, label sets and trained tasks in one file ----
 
-inline constexpr const char* bundle_format = "mtlm-tag-1";
+inline constexpr const char* bundle_format = "mtlm-tag-2";
+/// Files of the first format hold one model whose tensors carry no member prefix.
+inline constexpr const char* single_model_format = "mtlm-tag-1";
 
 inline std::string join_lines(const std::vector<std::string>& lines) {
   std::string out;
@@ -326,11 +412,13 @@ inline std::string join_lines(const std::vector<std::string>& lines) {
   return out;
 }
 
-inline void save_bundle(const std::filesystem::path& path, Model& model, const Vocabularies& v,
+inline void save_bundle(const std::filesystem::path& path, std::span<Model> models, const Vocabularies& v,
                         const TaskSet& tasks) {
   mtlm::io::SafetensorsWriter writer;
-  mtlm::io::add_parameters(writer, model);
+  for (std::size_t m = 0; m < models.size(); ++m)
+    mtlm::io::add_parameters(writer, models[m], "member" + std::to_string(m) + ".");
   writer.set_metadata("format", bundle_format);
+  writer.set_metadata("members", std::to_string(models.size()));
   writer.set_metadata("tasks", tasks.to_string());
   writer.set_metadata("vocab.words", v.words.to_text());
   writer.set_metadata("vocab.chars", v.chars.to_text());
@@ -345,7 +433,7 @@ inline void save_bundle(const std::filesystem::path& path, Model& model, const V
 struct Bundle {
   Vocabularies vocab;
   TaskSet tasks;
-  Model model;
+  std::vector<Model> models;
 };
 
 inline Bundle load_bundle(const std::filesystem::path& path) {
@@ -357,9 +445,10 @@ inline Bundle load_bundle(const std::filesystem::path& path) {
       throw mtlm::FormatError(file.source(), 0, std::string("not an mtlm-tag model: no \"") + key + "\" entry");
     return it->second;
   };
-  if (text("format") != bundle_format)
-    throw mtlm::FormatError(file.source(), 0, "model format \"" + text("format") + "\", expected \"" +
-                                                  bundle_format + "\"");
+  const std::string& format = text("format");
+  if (format != bundle_format && format != single_model_format)
+    throw mtlm::FormatError(file.source(), 0, "model format \"" + format + "\", expected \"" + bundle_format +
+                                                  "\" or \"" + single_model_format + "\"");
   const std::string source = file.source();
   Vocabularies v{mtlm::Vocabulary::from_text(text("vocab.words"), source + "[vocab.words]"),
                  mtlm::CharVocabulary::from_text(text("vocab.chars"), source + "[vocab.chars]"),
@@ -369,9 +458,17 @@ inline Bundle load_bundle(const std::filesystem::path& path) {
                  mtlm::LabelSet::from_text(text("labels.sentiment"), source + "[labels.sentiment]"),
                  mtlm::split_text_lines(text("tokenizer.protected"), source + "[tokenizer.protected]")};
   const TaskSet tasks = TaskSet::parse(text("tasks"), source + "[tasks]");
-  Model model = make_model(v, {});
-  mtlm::io::read_parameters(file, model);
-  return {std::move(v), tasks, std::move(model)};
+  std::vector<Model> models;
+  if (format == single_model_format) {
+    mtlm::io::read_parameters(file, models.emplace_back(make_model(v, {})));
+  } else {
+    const int members = std::atoi(text("members").c_str());
+    if (members < 1 || members > 64)
+      throw mtlm::FormatError(file.source(), 0, "\"members\" must be between 1 and 64, got \"" + text("members") + "\"");
+    for (int m = 0; m < members; ++m)
+      mtlm::io::read_parameters(file, models.emplace_back(make_model(v, {})), "member" + std::to_string(m) + ".");
+  }
+  return {std::move(v), tasks, std::move(models)};
 }
 
 }  // namespace tag
