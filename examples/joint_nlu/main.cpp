@@ -3,20 +3,20 @@
 //
 //   mtlm-nlu train   --data DIR --out MODEL [--epochs N] [--seed N] [--threads N] [--time-budget S]
 //                    [--ensemble K]  (K models, trained --threads at a time, probabilities averaged)
+//                    [--lr X] [--lr-decay cosine|none]
 //   mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json] [--decode bio|argmax]
 //   mtlm-nlu predict --model MODEL            (one utterance per line on stdin, JSON lines out)
 #include "nlu_model.hpp"
 
 #include "../common/cli.hpp"
+#include "../common/ensemble.hpp"
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <map>
-#include <mutex>
 #include <string>
-#include <thread>
 
 namespace {
 
@@ -62,12 +62,13 @@ int train(const Args& args) {
             << vocab.slots.size() << " slot tags; " << members << " model(s) of "
             << mtlm::count_parameters(models[0]) << " parameters, tasks " << tasks << "\n";
 
-  using Trainer = mtlm::train::Trainer<nlu::Model, mtlm::Adam<float>>;
+  using Schedule = mtlm::schedule::Cosine;
+  using Trainer = mtlm::train::Trainer<nlu::Model, mtlm::Adam<float>, Schedule>;
+  mtlm::BatchingOptions batching;
+  batching.max_sequences = batch_size;
   auto epoch = [&](mtlm::Rng& r) {
-    mtlm::BatchingOptions options;
-    options.max_sequences = batch_size;
     Trainer::Batches batches;
-    for (const auto& indices : mtlm::bucket_batches(encoded.lengths, options, r)) {
+    for (const auto& indices : mtlm::bucket_batches(encoded.lengths, batching, r)) {
       mtlm::train::TrainingBatch<nlu::Model> item{nlu::make_batch(encoded, indices), {}};
       if (use_intent) item.targets.set<"intent">(mtlm::gather(encoded.intents, indices));
       if (use_slots) item.targets.set<"slots">(mtlm::gather(encoded.slots, indices));
@@ -85,40 +86,42 @@ int train(const Args& args) {
                                 {"valid_slot_f1", s.slot_f1}};
   };
 
+  // Optional cosine decay over the planned epochs (the number of batches does not depend on the
+  // shuffle, so every epoch has as many steps).
+  const double lr = args.number("lr", 1e-3);
+  const int epochs = static_cast<int>(args.number("epochs", 40));
+  const std::string decay = args.get("lr-decay", "none");
+  if (decay != "cosine" && decay != "none")
+    throw mtlm::Error("--lr-decay expects cosine or none, got \"" + decay + "\"");
+  mtlm::Rng count_rng(seed);
+  const auto steps_per_epoch =
+      static_cast<std::int64_t>(mtlm::bucket_batches(encoded.lengths, batching, count_rng).size());
+  const Schedule schedule{.base_lr = lr,
+                          .total_steps = std::max<std::int64_t>(1, epochs * steps_per_epoch),
+                          .warmup_steps = 0,
+                          .min_lr = decay == "none" ? lr : 0.0};
+
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::string> reports(static_cast<std::size_t>(members));
-  std::exception_ptr failure;
-  std::mutex failure_mutex;
-  auto train_member = [&](int m) {
-    try {
-      mtlm::Cpu::set_threads(1);  // parallelism comes from training members side by side
-      mtlm::Rng rng(seed * 1000003 + static_cast<std::uint64_t>(m));
-      nlu::Model& model = models[static_cast<std::size_t>(m)];
-      model.initialize(rng);
-      mtlm::Adam<float> adam({.lr = args.number("lr", 1e-3)});
-      mtlm::train::TrainerOptions options;
-      options.epochs = static_cast<int>(args.number("epochs", 40));
-      options.seed = rng.next();
-      options.clip_norm = 5.0;
-      options.select_metric = select;
-      options.max_seconds = args.number("time-budget", 0.0) / rounds;
-      options.log = m == 0 ? &std::cerr : nullptr;
-      const auto result = Trainer(model, adam, options).fit(epoch, evaluate);
-      reports[static_cast<std::size_t>(m)] = "model " + std::to_string(m + 1) + ": best " + select + " " +
-                                             std::to_string(result.best_metric) + " at epoch " +
-                                             std::to_string(result.best_epoch) + " of " +
-                                             std::to_string(result.epochs_run);
-    } catch (...) {
-      std::lock_guard lock(failure_mutex);
-      failure = std::current_exception();
-    }
-  };
-  for (int first = 0; first < members; first += threads) {
-    std::vector<std::thread> workers;
-    for (int m = first; m < std::min(members, first + threads); ++m) workers.emplace_back(train_member, m);
-    for (auto& w : workers) w.join();
-    if (failure) std::rethrow_exception(failure);
-  }
+  examples::train_side_by_side(members, threads, [&](int m) {
+    mtlm::Cpu::set_threads(1);  // parallelism comes from training members side by side
+    mtlm::Rng rng(seed * 1000003 + static_cast<std::uint64_t>(m));
+    nlu::Model& model = models[static_cast<std::size_t>(m)];
+    model.initialize(rng);
+    mtlm::Adam<float> adam({.lr = lr});
+    mtlm::train::TrainerOptions options;
+    options.epochs = epochs;
+    options.seed = rng.next();
+    options.clip_norm = 5.0;
+    options.select_metric = select;
+    options.max_seconds = args.number("time-budget", 0.0) / rounds;
+    options.log = m == 0 ? &std::cerr : nullptr;
+    const auto result = Trainer(model, adam, options, schedule).fit(epoch, evaluate);
+    reports[static_cast<std::size_t>(m)] = "model " + std::to_string(m + 1) + ": best " + select + " " +
+                                           std::to_string(result.best_metric) + " at epoch " +
+                                           std::to_string(result.best_epoch) + " of " +
+                                           std::to_string(result.epochs_run);
+  });
   for (const auto& r : reports) std::cerr << "mtlm-nlu: " << r << "\n";
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (members > 1) {
@@ -198,7 +201,7 @@ int main(int argc, char** argv) {
       return train(parse(argc, argv, {{"data", false}, {"out", false}, {"epochs", false}, {"seed", false},
                                       {"threads", false}, {"time-budget", false}, {"lr", false},
                                       {"batch-size", false}, {"dropout", false}, {"word-dropout", false},
-                                      {"tasks", false}, {"ensemble", false}}));
+                                      {"tasks", false}, {"ensemble", false}, {"lr-decay", false}}));
     if (command == "eval")
       return eval(parse(argc, argv, {{"model", false}, {"data", false}, {"split", false}, {"json", true},
                                      {"threads", false}, {"decode", false}}));
@@ -206,7 +209,7 @@ int main(int argc, char** argv) {
     std::cerr << "usage:\n"
                  "  mtlm-nlu train   --data DIR --out MODEL [--epochs N] [--seed N] [--threads N] [--time-budget S]\n"
                  "                   [--ensemble K] [--tasks intent,slots,lm] [--lr X] [--batch-size N]\n"
-                 "                   [--dropout P] [--word-dropout P]\n"
+                 "                   [--dropout P] [--word-dropout P] [--lr-decay cosine|none]\n"
                  "  mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json] [--decode bio|argmax]\n"
                  "  mtlm-nlu predict --model MODEL   (utterances on stdin, one JSON object per line out)\n";
     return command.empty() || command == "--help" || command == "-h" ? 0 : 2;

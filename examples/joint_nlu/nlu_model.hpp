@@ -5,6 +5,8 @@
 
 #include <mtlm/mtlm.hpp>
 
+#include "../common/ensemble.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -112,17 +114,6 @@ struct Predictions {
   std::vector<std::vector<std::string>> slots;
 };
 
-namespace detail {
-/// Adds the softmax of every column of `logits` to `sum` (same shape).
-inline void add_softmax(const mtlm::Matrix<float, mtlm::Cpu>& logits, Eigen::MatrixXf& sum) {
-  const auto z = mtlm::Cpu::eigen(logits.view());
-  for (Index j = 0; j < z.cols(); ++j) {
-    const auto e = (z.col(j).array() - z.col(j).maxCoeff()).exp();
-    sum.col(j).array() += e / e.sum();
-  }
-}
-}  // namespace detail
-
 /// How slot tags are read off the per-token probabilities.
 enum class SlotDecoding {
   argmax,  ///< each token's most probable tag on its own
@@ -141,29 +132,17 @@ inline Predictions predict(std::span<Model> models, const EncodedSet& set, const
   options.shuffle = false;
   mtlm::Rng unused(0);
   Eigen::MatrixXf intent_sum, slot_sum;
-  // A CRF whose scores are all zero decodes the sum of the emissions' log-probabilities under its
-  // constraints alone: the BIO-valid sequence with the highest product of token probabilities.
-  mtlm::LinearChainCrf<Dynamic> bio_decoder(v.slots.size());
-  bio_decoder.set_bio_constraints(v.slots.labels());
-  mtlm::Matrix<float, mtlm::Cpu> log_probabilities;
-  mtlm::LinearChainCrf<Dynamic>::TagSequences decoded;
+  examples::BioPosteriorDecoder bio_decoder(v.slots);
   for (const auto& indices : mtlm::bucket_batches(set.lengths, options, unused)) {
     const mtlm::Batch batch = make_batch(set, indices);
     intent_sum.setZero(v.intents.size(), batch.batch_size);
     slot_sum.setZero(v.slots.size(), batch.columns());
     for (Model& model : models) {
       model.forward(batch, mtlm::Mode::eval);
-      detail::add_softmax(model.head<"intent">().logits(), intent_sum);
-      detail::add_softmax(model.head<"slots">().logits(), slot_sum);
+      examples::add_softmax(model.head<"intent">().logits(), intent_sum);
+      examples::add_softmax(model.head<"slots">().logits(), slot_sum);
     }
-    if (decoding == SlotDecoding::bio) {
-      log_probabilities.resize(slot_sum.rows(), slot_sum.cols());
-      // Scalar log (GCC 12 misreports Eigen's AVX-512 packet log as -Wuninitialized); the floor
-      // keeps a tag whose probability underflowed decodable when it is the only valid one.
-      std::transform(slot_sum.data(), slot_sum.data() + slot_sum.size(), log_probabilities.data(),
-                     [](float p) { return std::log(std::max(p, 1e-30f)); });
-      bio_decoder.decode(log_probabilities.view(), batch, decoded);
-    }
+    const auto* decoded = decoding == SlotDecoding::bio ? &bio_decoder.decode(slot_sum, batch) : nullptr;
     for (Index b = 0; b < batch.batch_size; ++b) {
       const auto i = static_cast<std::size_t>(indices[static_cast<std::size_t>(b)]);
       Index best = 0;
@@ -173,7 +152,7 @@ inline Predictions predict(std::span<Model> models, const EncodedSet& set, const
       tags.clear();
       for (Index t = 0; t < batch.lengths[static_cast<std::size_t>(b)]; ++t) {
         if (decoding == SlotDecoding::bio) {
-          best = decoded[static_cast<std::size_t>(b)][static_cast<std::size_t>(t)];
+          best = (*decoded)[static_cast<std::size_t>(b)][static_cast<std::size_t>(t)];
         } else {
           slot_sum.col(batch.column(b, t)).maxCoeff(&best);
         }

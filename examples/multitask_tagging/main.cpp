@@ -15,16 +15,15 @@
 #include "tag_model.hpp"
 
 #include "../common/cli.hpp"
+#include "../common/ensemble.hpp"
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <map>
-#include <mutex>
 #include <span>
 #include <string>
-#include <thread>
 
 namespace {
 
@@ -185,39 +184,26 @@ int train(const Args& args) {
 
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::string> reports(static_cast<std::size_t>(members));
-  std::exception_ptr failure;
-  std::mutex failure_mutex;
-  auto train_member = [&](int m) {
-    try {
-      mtlm::Cpu::set_threads(threads_per_member);
-      // Member 0 draws from the seed itself, so one model trains as it always has for a seed.
-      mtlm::Rng rng(m == 0 ? seed : seed * 1000003 + static_cast<std::uint64_t>(m));
-      tag::Model& model = models[static_cast<std::size_t>(m)];
-      tag::initialize(model, rng);
-      mtlm::Adam<float> adam({.lr = lr});
-      mtlm::train::TrainerOptions options;
-      options.epochs = epochs;
-      options.seed = rng.next();
-      options.clip_norm = 5.0;
-      options.select_metric = "dev_mean";
-      options.max_seconds = args.number("time-budget", 0.0) / rounds;  // checked after each epoch
-      options.log = m == 0 ? &std::cerr : nullptr;
-      const auto result = Trainer(model, adam, options, schedule).fit(epoch, evaluate);
-      reports[static_cast<std::size_t>(m)] =
-          "model " + std::to_string(m + 1) + ": best dev_mean " + std::to_string(result.best_metric) +
-          " at epoch " + std::to_string(result.best_epoch) + " of " + std::to_string(result.epochs_run) +
-          (result.stopped_early ? " (time budget reached)" : "");
-    } catch (...) {
-      std::lock_guard lock(failure_mutex);
-      failure = std::current_exception();
-    }
-  };
-  for (int first = 0; first < members; first += side_by_side) {
-    std::vector<std::thread> workers;
-    for (int m = first; m < std::min(members, first + side_by_side); ++m) workers.emplace_back(train_member, m);
-    for (auto& w : workers) w.join();
-    if (failure) std::rethrow_exception(failure);
-  }
+  examples::train_side_by_side(members, side_by_side, [&](int m) {
+    mtlm::Cpu::set_threads(threads_per_member);
+    // Member 0 draws from the seed itself, so one model trains as it always has for a seed.
+    mtlm::Rng rng(m == 0 ? seed : seed * 1000003 + static_cast<std::uint64_t>(m));
+    tag::Model& model = models[static_cast<std::size_t>(m)];
+    tag::initialize(model, rng);
+    mtlm::Adam<float> adam({.lr = lr});
+    mtlm::train::TrainerOptions options;
+    options.epochs = epochs;
+    options.seed = rng.next();
+    options.clip_norm = 5.0;
+    options.select_metric = "dev_mean";
+    options.max_seconds = args.number("time-budget", 0.0) / rounds;  // checked after each epoch
+    options.log = m == 0 ? &std::cerr : nullptr;
+    const auto result = Trainer(model, adam, options, schedule).fit(epoch, evaluate);
+    reports[static_cast<std::size_t>(m)] =
+        "model " + std::to_string(m + 1) + ": best dev_mean " + std::to_string(result.best_metric) +
+        " at epoch " + std::to_string(result.best_epoch) + " of " + std::to_string(result.epochs_run) +
+        (result.stopped_early ? " (time budget reached)" : "");
+  });
   for (const auto& r : reports) std::cerr << "mtlm-tag: " << r << "\n";
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (members > 1)
@@ -290,7 +276,8 @@ int predict(const Args& args) {
     mtlm::SequenceExample ex;
     ex.tokens = mtlm::tokenize(line, tokenizer, "<stdin>", number);
     tag::Predictions p;
-    if (!ex.tokens.empty()) p = tag::predict(bundle.models, tag::encode({ex}, bundle.vocab, false), bundle.vocab, tasks);
+    if (!ex.tokens.empty())
+      p = tag::predict(bundle.models, tag::encode({ex}, bundle.vocab, false), bundle.vocab, tasks);
     auto tags = [&](bool on, const std::vector<std::vector<std::string>>& of) {
       return !on ? std::string("null") : json_list(of.empty() ? none : of[0]);
     };

@@ -6,6 +6,8 @@
 
 #include <mtlm/mtlm.hpp>
 
+#include "../common/ensemble.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -242,42 +244,6 @@ struct Predictions {
   std::vector<std::string> sentiment;
 };
 
-namespace detail {
-/// Adds the softmax of every column of `logits` to `sum` (same shape). Scalar exp: GCC 12
-/// misreports Eigen's AVX-512 packet exp as -Wuninitialized in this translation unit.
-inline void add_softmax(const mtlm::Matrix<float, mtlm::Cpu>& logits, Eigen::MatrixXf& sum) {
-  const auto z = mtlm::Cpu::eigen(logits.view());
-  Eigen::VectorXf e(z.rows());
-  for (Index j = 0; j < z.cols(); ++j) {
-    const float top = z.col(j).maxCoeff();
-    for (Index i = 0; i < z.rows(); ++i) e[i] = std::exp(z(i, j) - top);
-    sum.col(j) += e / e.sum();
-  }
-}
-
-/// The most probable BIO-valid tag sequences under the summed per-token probabilities `sum`: a
-/// CRF whose scores are all zero decodes the log-probabilities under its constraints alone.
-class PosteriorDecoder {
- public:
-  explicit PosteriorDecoder(const mtlm::LabelSet& tags) : crf_(tags.size()) { crf_.set_bio_constraints(tags.labels()); }
-
-  const mtlm::LinearChainCrf<Dynamic>::TagSequences& decode(const Eigen::MatrixXf& sum, const mtlm::Batch& batch) {
-    log_probabilities_.resize(sum.rows(), sum.cols());
-    // Scalar log (GCC 12 misreports Eigen's AVX-512 packet log as -Wuninitialized); the floor
-    // keeps a tag whose probability underflowed decodable when it is the only valid one.
-    std::transform(sum.data(), sum.data() + sum.size(), log_probabilities_.data(),
-                   [](float p) { return std::log(std::max(p, 1e-30f)); });
-    crf_.decode(log_probabilities_.view(), batch, decoded_);
-    return decoded_;
-  }
-
- private:
-  mtlm::LinearChainCrf<Dynamic> crf_;
-  mtlm::Matrix<float, mtlm::Cpu> log_probabilities_;
-  mtlm::LinearChainCrf<Dynamic>::TagSequences decoded_;
-};
-}  // namespace detail
-
 /// Predictions of one model, or of an ensemble: one model decodes its CRFs by Viterbi and takes
 /// the argmax of its softmaxes; an ensemble averages the members' per-token tag probabilities (CRF
 /// marginals, POS softmax) and sentence probabilities, then decodes chunks and entities as the
@@ -295,7 +261,7 @@ inline Predictions predict(std::span<Model> models, const EncodedSet& set, const
   options.shuffle = false;
   mtlm::Rng unused(0);
   const bool ensemble = models.size() > 1;
-  detail::PosteriorDecoder chunk_decoder(v.chunk), ner_decoder(v.ner);
+  examples::BioPosteriorDecoder chunk_decoder(v.chunk), ner_decoder(v.ner);
   Eigen::MatrixXf pos_sum, chunk_sum, ner_sum, sentiment_sum;
   for (const auto& indices : mtlm::bucket_batches(set.lengths, options, unused)) {
     const mtlm::Batch batch = make_batch(set, indices);
@@ -322,10 +288,10 @@ inline Predictions predict(std::span<Model> models, const EncodedSet& set, const
     sentiment_sum.setZero(v.sentiment.size(), batch.batch_size);
     for (Model& model : models) {
       model.forward(batch, mtlm::Mode::eval);
-      if (tasks.pos) detail::add_softmax(model.head<"pos">().logits(), pos_sum);
+      if (tasks.pos) examples::add_softmax(model.head<"pos">().logits(), pos_sum);
       if (tasks.chunk) chunk_sum += mtlm::Cpu::eigen(model.head<"chunk">().marginals(batch).view());
       if (tasks.ner) ner_sum += mtlm::Cpu::eigen(model.head<"ner">().marginals(batch).view());
-      if (tasks.sentiment) detail::add_softmax(model.head<"sentiment">().logits(), sentiment_sum);
+      if (tasks.sentiment) examples::add_softmax(model.head<"sentiment">().logits(), sentiment_sum);
     }
     auto argmax = [](const Eigen::MatrixXf& sum) {
       std::vector<std::int32_t> ids(static_cast<std::size_t>(sum.cols()));
@@ -464,7 +430,8 @@ inline Bundle load_bundle(const std::filesystem::path& path) {
   } else {
     const int members = std::atoi(text("members").c_str());
     if (members < 1 || members > 64)
-      throw mtlm::FormatError(file.source(), 0, "\"members\" must be between 1 and 64, got \"" + text("members") + "\"");
+      throw mtlm::FormatError(file.source(), 0,
+                              "\"members\" must be between 1 and 64, got \"" + text("members") + "\"");
     for (int m = 0; m < members; ++m)
       mtlm::io::read_parameters(file, models.emplace_back(make_model(v, {})), "member" + std::to_string(m) + ".");
   }
