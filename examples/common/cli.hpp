@@ -4,6 +4,8 @@
 
 #include <mtlm/mtlm.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -61,6 +63,21 @@ inline void set_threads(const Args& args) {
   const int threads = static_cast<int>(args.number("threads", 1));
   if (threads < 1) throw mtlm::Error("--threads must be at least 1");
   mtlm::Cpu::set_threads(threads);
+}
+
+/// The learning rate of --lr over --epochs of `steps_per_epoch` steps, decayed along a cosine to
+/// 0 when --lr-decay is cosine, constant when it is none.
+inline mtlm::schedule::Cosine learning_rate_schedule(const Args& args, double default_lr,
+                                                     const std::string& default_decay, int epochs,
+                                                     std::int64_t steps_per_epoch) {
+  const double lr = args.number("lr", default_lr);
+  const std::string decay = args.get("lr-decay", default_decay);
+  if (decay != "cosine" && decay != "none")
+    throw mtlm::Error("--lr-decay expects cosine or none, got \"" + decay + "\"");
+  return {.base_lr = lr,
+          .total_steps = std::max<std::int64_t>(1, epochs * steps_per_epoch),
+          .warmup_steps = 0,
+          .min_lr = decay == "none" ? lr : 0.0};
 }
 
 }  // namespace examples

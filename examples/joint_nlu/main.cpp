@@ -86,20 +86,13 @@ int train(const Args& args) {
                                 {"valid_slot_f1", s.slot_f1}};
   };
 
-  // Optional cosine decay over the planned epochs (the number of batches does not depend on the
-  // shuffle, so every epoch has as many steps).
-  const double lr = args.number("lr", 1e-3);
+  // Constant unless --lr-decay cosine (the number of batches does not depend on the shuffle, so
+  // every epoch has as many steps).
   const int epochs = static_cast<int>(args.number("epochs", 40));
-  const std::string decay = args.get("lr-decay", "none");
-  if (decay != "cosine" && decay != "none")
-    throw mtlm::Error("--lr-decay expects cosine or none, got \"" + decay + "\"");
   mtlm::Rng count_rng(seed);
   const auto steps_per_epoch =
       static_cast<std::int64_t>(mtlm::bucket_batches(encoded.lengths, batching, count_rng).size());
-  const Schedule schedule{.base_lr = lr,
-                          .total_steps = std::max<std::int64_t>(1, epochs * steps_per_epoch),
-                          .warmup_steps = 0,
-                          .min_lr = decay == "none" ? lr : 0.0};
+  const Schedule schedule = examples::learning_rate_schedule(args, 1e-3, "none", epochs, steps_per_epoch);
 
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::string> reports(static_cast<std::size_t>(members));
@@ -108,7 +101,7 @@ int train(const Args& args) {
     mtlm::Rng rng(seed * 1000003 + static_cast<std::uint64_t>(m));
     nlu::Model& model = models[static_cast<std::size_t>(m)];
     model.initialize(rng);
-    mtlm::Adam<float> adam({.lr = lr});
+    mtlm::Adam<float> adam({.lr = schedule.base_lr});
     mtlm::train::TrainerOptions options;
     options.epochs = epochs;
     options.seed = rng.next();

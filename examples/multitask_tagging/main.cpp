@@ -166,21 +166,14 @@ int train(const Args& args) {
     return metrics;
   };
 
-  const double lr = args.number("lr", 2e-3);
   const int epochs = static_cast<int>(args.number("epochs", 30));
-  // Cosine decay over the planned epochs: the last epochs take small steps around a good point
-  // instead of bouncing at the full rate, which is worth most to the slowest task (NER).
-  const std::string decay = args.get("lr-decay", "cosine");
-  if (decay != "cosine" && decay != "none")
-    throw mtlm::Error("--lr-decay expects cosine or none, got \"" + decay + "\"");
+  // Cosine decay over the planned epochs by default: the last epochs take small steps around a
+  // good point instead of bouncing at the full rate.
   std::vector<std::size_t> counts;
   mtlm::Rng count_rng(seed);
   for (const auto& set : datasets) counts.push_back(mtlm::bucket_batches(set.lengths, batching, count_rng).size());
   const auto steps_per_epoch = static_cast<std::int64_t>(epoch_sampling(counts).draws_per_epoch);
-  const Schedule schedule{.base_lr = lr,
-                          .total_steps = std::max<std::int64_t>(1, epochs * steps_per_epoch),
-                          .warmup_steps = 0,
-                          .min_lr = decay == "none" ? lr : 0.0};
+  const Schedule schedule = examples::learning_rate_schedule(args, 2e-3, "cosine", epochs, steps_per_epoch);
 
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::string> reports(static_cast<std::size_t>(members));
@@ -190,7 +183,7 @@ int train(const Args& args) {
     mtlm::Rng rng(m == 0 ? seed : seed * 1000003 + static_cast<std::uint64_t>(m));
     tag::Model& model = models[static_cast<std::size_t>(m)];
     tag::initialize(model, rng);
-    mtlm::Adam<float> adam({.lr = lr});
+    mtlm::Adam<float> adam({.lr = schedule.base_lr});
     mtlm::train::TrainerOptions options;
     options.epochs = epochs;
     options.seed = rng.next();
