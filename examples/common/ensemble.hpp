@@ -1,6 +1,6 @@
 // @brief What the example programs share to train and use ensembles: members trained side by
-// side on threads of their own, summed class probabilities, and BIO-valid decoding of summed
-// per-token probabilities.
+// side on threads of their own, summed class probabilities, BIO-valid decoding of summed
+// per-token probabilities, and every member's weights in one model file.
 #pragma once
 
 #include <mtlm/mtlm.hpp>
@@ -9,9 +9,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -75,5 +79,38 @@ class BioPosteriorDecoder {
   mtlm::Matrix<float, mtlm::Cpu> log_probabilities_;
   TagSequences decoded_;
 };
+
+/// The index of the largest entry of every column.
+inline std::vector<std::int32_t> column_argmax(const Eigen::MatrixXf& m) {
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(m.cols()));
+  for (mtlm::Index j = 0; j < m.cols(); ++j) {
+    mtlm::Index best = 0;
+    m.col(j).maxCoeff(&best);
+    ids[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(best);
+  }
+  return ids;
+}
+
+/// Every member's weights under "member<i>." and their number under "members", so that
+/// read_members gets back as many models, in order.
+template <class Model>
+void add_members(mtlm::io::SafetensorsWriter& writer, std::span<Model> models) {
+  for (std::size_t m = 0; m < models.size(); ++m)
+    mtlm::io::add_parameters(writer, models[m], "member" + std::to_string(m) + ".");
+  writer.set_metadata("members", std::to_string(models.size()));
+}
+
+/// The members add_members wrote, each made by make() and then filled; `members` is the file's
+/// "members" entry.
+template <class MakeModel>
+auto read_members(const mtlm::io::SafetensorsFile& file, const std::string& members, MakeModel make) {
+  std::vector<decltype(make())> models;
+  const int count = std::atoi(members.c_str());
+  if (count < 1 || count > 64)
+    throw mtlm::FormatError(file.source(), 0, "\"members\" must be between 1 and 64, got \"" + members + "\"");
+  for (int m = 0; m < count; ++m)
+    mtlm::io::read_parameters(file, models.emplace_back(make()), "member" + std::to_string(m) + ".");
+  return models;
+}
 
 }  // namespace examples

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <span>
 #include <string>
@@ -192,10 +191,8 @@ inline constexpr const char* bundle_format = "mtlm-nlu-2";
 
 inline void save_bundle(const std::filesystem::path& path, std::span<Model> models, const Vocabularies& v) {
   mtlm::io::SafetensorsWriter writer;
-  for (std::size_t m = 0; m < models.size(); ++m)
-    mtlm::io::add_parameters(writer, models[m], "member" + std::to_string(m) + ".");
+  examples::add_members(writer, models);
   writer.set_metadata("format", bundle_format);
-  writer.set_metadata("members", std::to_string(models.size()));
   writer.set_metadata("vocab.words", v.words.to_text());
   writer.set_metadata("vocab.chars", v.chars.to_text());
   writer.set_metadata("labels.intents", v.intents.to_text());
@@ -226,13 +223,7 @@ inline Bundle load_bundle(const std::filesystem::path& path) {
                  mtlm::LabelSet::from_text(text("labels.intents"), source + "[labels.intents]"),
                  mtlm::LabelSet::from_text(text("labels.slots"), source + "[labels.slots]")},
                 {}};
-  const int members = std::atoi(text("members").c_str());
-  if (members < 1 || members > 64)
-    throw mtlm::FormatError(file.source(), 0, "\"members\" must be between 1 and 64, got \"" + text("members") + "\"");
-  for (int m = 0; m < members; ++m) {
-    Model& model = bundle.models.emplace_back(make_model(bundle.vocab, {}));
-    mtlm::io::read_parameters(file, model, "member" + std::to_string(m) + ".");
-  }
+  bundle.models = examples::read_members(file, text("members"), [&] { return make_model(bundle.vocab, {}); });
   return bundle;
 }
 

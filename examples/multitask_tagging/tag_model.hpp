@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <set>
 #include <span>
@@ -293,17 +292,8 @@ inline Predictions predict(std::span<Model> models, const EncodedSet& set, const
       if (tasks.ner) ner_sum += mtlm::Cpu::eigen(model.head<"ner">().marginals(batch).view());
       if (tasks.sentiment) examples::add_softmax(model.head<"sentiment">().logits(), sentiment_sum);
     }
-    auto argmax = [](const Eigen::MatrixXf& sum) {
-      std::vector<std::int32_t> ids(static_cast<std::size_t>(sum.cols()));
-      for (Index j = 0; j < sum.cols(); ++j) {
-        Index best = 0;
-        sum.col(j).maxCoeff(&best);
-        ids[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(best);
-      }
-      return ids;
-    };
     if (tasks.pos) {
-      const auto flat = argmax(pos_sum);
+      const auto flat = examples::column_argmax(pos_sum);
       std::vector<std::vector<std::int32_t>> ids(indices.size());
       for (std::size_t b = 0; b < indices.size(); ++b) {
         const auto first = flat.begin() + batch.column(static_cast<Index>(b), 0);
@@ -313,7 +303,7 @@ inline Predictions predict(std::span<Model> models, const EncodedSet& set, const
     }
     if (tasks.chunk) keep(out.chunk, v.chunk, chunk_decoder.decode(chunk_sum, batch));
     if (tasks.ner) keep(out.ner, v.ner, ner_decoder.decode(ner_sum, batch));
-    if (tasks.sentiment) keep_sentiment(argmax(sentiment_sum));
+    if (tasks.sentiment) keep_sentiment(examples::column_argmax(sentiment_sum));
   }
   return out;
 }
@@ -381,10 +371,8 @@ inline std::string join_lines(const std::vector<std::string>& lines) {
 inline void save_bundle(const std::filesystem::path& path, std::span<Model> models, const Vocabularies& v,
                         const TaskSet& tasks) {
   mtlm::io::SafetensorsWriter writer;
-  for (std::size_t m = 0; m < models.size(); ++m)
-    mtlm::io::add_parameters(writer, models[m], "member" + std::to_string(m) + ".");
+  examples::add_members(writer, models);
   writer.set_metadata("format", bundle_format);
-  writer.set_metadata("members", std::to_string(models.size()));
   writer.set_metadata("tasks", tasks.to_string());
   writer.set_metadata("vocab.words", v.words.to_text());
   writer.set_metadata("vocab.chars", v.chars.to_text());
@@ -424,17 +412,12 @@ inline Bundle load_bundle(const std::filesystem::path& path) {
                  mtlm::LabelSet::from_text(text("labels.sentiment"), source + "[labels.sentiment]"),
                  mtlm::split_text_lines(text("tokenizer.protected"), source + "[tokenizer.protected]")};
   const TaskSet tasks = TaskSet::parse(text("tasks"), source + "[tasks]");
+  auto make = [&] { return make_model(v, {}); };
   std::vector<Model> models;
-  if (format == single_model_format) {
-    mtlm::io::read_parameters(file, models.emplace_back(make_model(v, {})));
-  } else {
-    const int members = std::atoi(text("members").c_str());
-    if (members < 1 || members > 64)
-      throw mtlm::FormatError(file.source(), 0,
-                              "\"members\" must be between 1 and 64, got \"" + text("members") + "\"");
-    for (int m = 0; m < members; ++m)
-      mtlm::io::read_parameters(file, models.emplace_back(make_model(v, {})), "member" + std::to_string(m) + ".");
-  }
+  if (format == single_model_format)
+    mtlm::io::read_parameters(file, models.emplace_back(make()));
+  else
+    models = examples::read_members(file, text("members"), make);
   return {std::move(v), tasks, std::move(models)};
 }
 

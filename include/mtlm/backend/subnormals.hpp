@@ -19,10 +19,6 @@
 #define MTLM_HAS_MXCSR 1
 #endif
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 namespace mtlm {
 
 class FlushSubnormals {
@@ -59,7 +55,7 @@ class FlushSubnormals {
     _mm_setcsr(csr);
 #if defined(_OPENMP)
     // The calling thread's team: the threads its products and side-by-side pieces run on.
-#pragma omp parallel num_threads(omp_get_max_threads())
+#pragma omp parallel
     _mm_setcsr(csr);
 #endif
   }
