@@ -2,10 +2,10 @@
 # Compile time is a feature: compiles one translation unit per head count (1, 2, 4, 8 task
 # heads, TokenTagger and SequenceClassifier alternating) on the same trunk as the ATIS demo
 # (character-aware words, BiLSTM 128 per direction), each instantiating what a training
-# program uses (initialize, forward_backward, Adam, eval forward, predictions), plus the demo
-# itself (examples/joint_nlu/main.cpp). Reports wall and CPU seconds and the compiler's peak
-# memory (GNU time's "Maximum resident set size"), and a least-squares line over the head
-# counts: growth should be about linear, a small constant per extra head.
+# program uses (initialize, forward_backward, Adam, eval forward, predictions), plus each of
+# the ATIS demo's translation units (examples/joint_nlu/). Reports wall and CPU seconds and the
+# compiler's peak memory (GNU time's "Maximum resident set size"), and a least-squares line over
+# the head counts: growth should be about linear, a small constant per extra head.
 #
 # Usage: bash bench/compile_time.sh [head counts...]     (default: 1 2 4 8)
 # Environment: CXX (default g++), MTLM_COMPILE_FLAGS to replace the flags below.
@@ -108,7 +108,11 @@ for n in "${heads[@]}"; do
   measure "$n head(s)" "$work/heads_$n.cpp"
 done
 grep -v '^examples' "$work/points" | sed 's/ head(s)//' >"$work/fit"
-measure "examples/joint_nlu/main.cpp (3 heads + the demo)" "$root/examples/joint_nlu/main.cpp"
+# The demo, one row per translation unit: the training command, the model's forward pass,
+# decoding and file, and the command line.
+for unit in train.cpp nlu_model.cpp main.cpp; do
+  measure "examples/joint_nlu/$unit" "$root/examples/joint_nlu/$unit"
+done
 echo
 # Least squares over the head counts: CPU seconds and peak MiB against heads.
 awk '{ n++; x += $1; y += $2; m += $3 / 1024; xx += $1 * $1; xy += $1 * $2; xm += $1 * $3 / 1024 }
