@@ -242,6 +242,36 @@ TEST_CASE("task sampling: proportional, temperature, round-robin") {
     CHECK(plan[2].task == 3);
     CHECK(plan[3].task == 0);
   }
+  SUBCASE("weighted round-robin: exact shares, spread evenly, tasks without data skipped") {
+    train::TaskSampling weighted{train::SamplingPolicy::round_robin, 2.0, 40, {2, 1, 5, 1}};
+    const auto p = train::task_probabilities(counts, weighted);
+    CHECK(p == std::vector<double>{0.5, 0.25, 0.0, 0.25});
+    const auto plan = train::plan_epoch(counts, weighted, rng);
+    REQUIRE(plan.size() == 40);
+    for (const auto& d : plan) CHECK(d.batch < counts[d.task]);
+    // Every window of four draws holds task 0 twice and tasks 1 and 3 once each.
+    for (std::size_t start = 0; start + 4 <= plan.size(); ++start) {
+      int in_window[4] = {0, 0, 0, 0};
+      for (std::size_t i = start; i < start + 4; ++i) ++in_window[plan[i].task];
+      CHECK(in_window[0] == 2);
+      CHECK(in_window[1] == 1);
+      CHECK(in_window[2] == 0);
+      CHECK(in_window[3] == 1);
+    }
+  }
+  SUBCASE("sampling weights that cannot apply are errors") {
+    auto plan_with = [&](train::SamplingPolicy policy, std::vector<double> weights) {
+      return train::plan_epoch(counts, {policy, 2.0, 10, std::move(weights)}, rng);
+    };
+    CHECK_THROWS_WITH_AS(plan_with(train::SamplingPolicy::temperature, {1, 1, 1, 1}),
+                         doctest::Contains("round-robin sampling only"), Error);
+    CHECK_THROWS_WITH_AS(plan_with(train::SamplingPolicy::round_robin, {1, 1}),
+                         doctest::Contains("2 task sampling weights for 4 tasks"), Error);
+    CHECK_THROWS_WITH_AS(plan_with(train::SamplingPolicy::round_robin, {1, -1, 1, 1}),
+                         doctest::Contains("finite and >= 0"), Error);
+    CHECK_THROWS_WITH_AS(plan_with(train::SamplingPolicy::round_robin, {0, 0, 1, 0}),
+                         doctest::Contains("weight of 0"), Error);
+  }
   SUBCASE("same seed, same plan") {
     Rng a(5), b(5);
     const auto pa = train::plan_epoch(counts, {train::SamplingPolicy::temperature}, a);
