@@ -3,6 +3,7 @@
 // change to one recompiles only it.
 #include "tag_model.hpp"
 
+#include "../common/batching.hpp"
 #include "../common/ensemble.hpp"
 
 #include <algorithm>
@@ -138,14 +139,7 @@ EncodedSet encode(const std::vector<mtlm::SequenceExample>& data, const Vocabula
 }
 
 mtlm::Batch make_batch(const EncodedSet& set, std::span<const Index> indices) {
-  mtlm::Batch batch = mtlm::make_batch(set.words, indices);
-  batch.char_width = set.char_width;
-  batch.chars.assign(static_cast<std::size_t>(batch.columns() * set.char_width), 0);
-  for (Index b = 0; b < batch.batch_size; ++b) {
-    const auto& chars = set.chars[static_cast<std::size_t>(indices[static_cast<std::size_t>(b)])];
-    std::copy(chars.begin(), chars.end(), batch.chars.begin() + batch.column(b, 0) * set.char_width);
-  }
-  return batch;
+  return examples::word_char_batch(set, indices);
 }
 
 Predictions predict(std::span<Model> models, const EncodedSet& set, const Vocabularies& v,
