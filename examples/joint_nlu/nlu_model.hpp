@@ -31,7 +31,7 @@ using IntentHead = mtlm::SequenceClassifier<features, Dynamic, mtlm::PoolingKind
 using SlotHead = mtlm::TokenTagger<features, Dynamic>;
 using LmHead = mtlm::LanguageModelHead<features, Dynamic, mtlm::LmDirection::both_directions>;
 using Model = mtlm::MultiTask<Trunk, mtlm::Task<"intent", IntentHead>, mtlm::Task<"slots", SlotHead>,
-                              mtlm::Task<"lm", LmHead, std::ratio<1, 2>>>;
+                              mtlm::Task<"lm", LmHead, std::ratio<1, 4>>>;
 
 /// Everything besides the weights that a trained model needs to read text.
 struct Vocabularies {
