@@ -100,6 +100,15 @@ void add_members(mtlm::io::SafetensorsWriter& writer, std::span<Model> models) {
   writer.set_metadata("members", std::to_string(models.size()));
 }
 
+/// The metadata entry `key` of a model file; a file without it is not a model of `program`.
+inline const std::string& model_entry(const mtlm::io::SafetensorsFile& file, const std::string& key,
+                                      const std::string& program) {
+  const auto it = file.metadata().find(key);
+  if (it == file.metadata().end())
+    throw mtlm::FormatError(file.source(), 0, "not an " + program + " model: no \"" + key + "\" entry");
+  return it->second;
+}
+
 /// The members add_members wrote, each made by make() and then filled; `members` is the file's
 /// "members" entry.
 template <class MakeModel>

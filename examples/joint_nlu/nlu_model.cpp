@@ -130,13 +130,7 @@ void save_bundle(const std::filesystem::path& path, std::span<Model> models, con
 
 Bundle load_bundle(const std::filesystem::path& path) {
   const mtlm::io::SafetensorsFile file(path);
-  const auto& meta = file.metadata();
-  auto text = [&](const char* key) -> const std::string& {
-    const auto it = meta.find(key);
-    if (it == meta.end())
-      throw mtlm::FormatError(file.source(), 0, std::string("not an mtlm-nlu model: no \"") + key + "\" entry");
-    return it->second;
-  };
+  auto text = [&](const char* key) -> const std::string& { return examples::model_entry(file, key, "mtlm-nlu"); };
   if (text("format") != bundle_format)
     throw mtlm::FormatError(file.source(), 0, "model format \"" + text("format") + "\", expected \"" +
                                                   bundle_format + "\"");

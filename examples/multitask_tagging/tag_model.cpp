@@ -275,13 +275,7 @@ void save_bundle(const std::filesystem::path& path, std::span<Model> models, con
 
 Bundle load_bundle(const std::filesystem::path& path) {
   const mtlm::io::SafetensorsFile file(path);
-  const auto& meta = file.metadata();
-  auto text = [&](const char* key) -> const std::string& {
-    const auto it = meta.find(key);
-    if (it == meta.end())
-      throw mtlm::FormatError(file.source(), 0, std::string("not an mtlm-tag model: no \"") + key + "\" entry");
-    return it->second;
-  };
+  auto text = [&](const char* key) -> const std::string& { return examples::model_entry(file, key, "mtlm-tag"); };
   const std::string& format = text("format");
   if (format != bundle_format && format != single_model_format)
     throw mtlm::FormatError(file.source(), 0, "model format \"" + format + "\", expected \"" + bundle_format +
