@@ -76,6 +76,14 @@ std::vector<float> all_values(M& model) {
   return v;
 }
 
+/// A matrix of ones shaped like parameter p.
+template <class P>
+ConstView<float> ones(const P& p) {
+  static Matrix<float, Cpu> storage;
+  storage = Matrix<float, Cpu>(p.rows(), p.cols(), 1.0f);
+  return storage.view();
+}
+
 }  // namespace
 
 TEST_CASE("resume: 1 epoch + save + load + 1 epoch equals 2 epochs, bit for bit") {
@@ -111,6 +119,126 @@ TEST_CASE("resume: 1 epoch + save + load + 1 epoch equals 2 epochs, bit for bit"
   // Sanity: training moved the weights at all.
   const auto init = all_values(*std::make_unique<Model>(make_model(1)));
   CHECK(std::memcmp(a.data(), init.data(), a.size() * sizeof(float)) != 0);
+}
+
+TEST_CASE("parameter average: warm-up decay, then an exponential moving average of the values") {
+  Model model = make_model(1);
+  const auto start = all_values(model);
+  ParameterAverage<Model> average(model, 0.9);
+  CHECK(average.current_decay() == doctest::Approx(0.1));  // (1 + 0) / (10 + 0)
+  // Three "steps" that shift every parameter by a known amount; the average follows
+  // a_n = d_n a_{n-1} + (1 - d_n) p_n with d_n = min(0.9, (1 + n) / (10 + n)).
+  std::vector<double> expected(start.begin(), start.end());
+  std::vector<double> current(start.begin(), start.end());
+  for (int n = 0; n < 3; ++n) {
+    model.for_each_param([&](std::string_view, auto& p) { Cpu::axpy(0.5f, ones(p), p.value.view()); });
+    const auto values = all_values(model);
+    current.assign(values.begin(), values.end());
+    const double d = std::min(0.9, (1.0 + n) / (10.0 + n));
+    CHECK(average.current_decay() == doctest::Approx(d));
+    for (std::size_t i = 0; i < expected.size(); ++i) expected[i] = d * expected[i] + (1 - d) * current[i];
+    average.update(model);
+  }
+  CHECK(average.updates() == 3);
+  const auto got = all_values(average.model());
+  REQUIRE(got.size() == expected.size());
+  for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(expected[i]).epsilon(1e-5));
+  // The average lies strictly between the start and the current weights (not either one).
+  CHECK(got[0] != doctest::Approx(current[0]));
+  CHECK(got[0] != doctest::Approx(start[0]));
+
+  ParameterAverage<Model> last_only(model, 0.0);
+  model.for_each_param([&](std::string_view, auto& p) { Cpu::fill(p.value.view(), 2.0f); });
+  last_only.update(model);
+  for (float v : all_values(last_only.model())) CHECK(v == 2.0f);
+  CHECK_THROWS_WITH_AS(ParameterAverage<Model>(model, 1.0), doctest::Contains("decay must be in [0, 1)"), Error);
+}
+
+TEST_CASE("training with a parameter average evaluates, keeps and leaves the average") {
+  train::TrainerOptions options;
+  options.seed = 3;
+  options.log = nullptr;
+  options.epochs = 3;
+  options.average_decay = 0.99;
+
+  // The same run without averaging follows the same raw trajectory: the average must differ
+  // from its final weights (it lags behind them) and be what the evaluator saw.
+  Model plain = make_model(5);
+  Adam<float> adam_plain({.lr = 0.01});
+  train::TrainerOptions plain_options = options;
+  plain_options.average_decay = 0.0;
+  plain_options.restore_best = false;
+  train::Trainer<Model, Adam<float>>(plain, adam_plain, plain_options).fit(epoch_batches);
+
+  Model model = make_model(5);
+  Adam<float> adam({.lr = 0.01});
+  std::vector<std::vector<float>> seen;
+  auto evaluate = [&](Model& m) {
+    seen.push_back(all_values(m));
+    return train::Metrics{{"score", seen.size() == 2 ? 1.0 : 0.0}};  // the second epoch is best
+  };
+  train::Trainer<Model, Adam<float>> trainer(model, adam, options);
+  const auto result = trainer.fit(epoch_batches, evaluate);
+  REQUIRE(seen.size() == 3);
+  CHECK(result.best_epoch == 2);
+  const auto kept = all_values(model);
+  CHECK(std::memcmp(kept.data(), seen[1].data(), kept.size() * sizeof(float)) == 0);
+  REQUIRE(trainer.average() != nullptr);
+  const auto last_average = all_values(const_cast<Model&>(trainer.average()->model()));
+  CHECK(std::memcmp(last_average.data(), seen[2].data(), kept.size() * sizeof(float)) == 0);
+  const auto raw = all_values(plain);
+  CHECK(std::memcmp(last_average.data(), raw.data(), raw.size() * sizeof(float)) != 0);
+  CHECK(trainer.average()->updates() == adam.steps());
+
+  // Without an evaluator (nothing selects), fit() leaves the average of the last step.
+  Model unselected = make_model(5);
+  Adam<float> adam_unselected({.lr = 0.01});
+  train::Trainer<Model, Adam<float>> unselected_trainer(unselected, adam_unselected, options);
+  unselected_trainer.fit(epoch_batches);
+  const auto left = all_values(unselected);
+  CHECK(std::memcmp(left.data(), last_average.data(), left.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("resume with a parameter average continues the average bit for bit") {
+  TempDir dir;
+  train::TrainerOptions options;
+  options.seed = 7;
+  options.log = nullptr;
+  options.restore_best = false;
+  options.average_decay = 0.95;
+
+  Model straight = make_model(1);
+  Adam<float> adam_straight({.lr = 0.01});
+  options.epochs = 2;
+  train::Trainer<Model, Adam<float>>(straight, adam_straight, options).fit(epoch_batches);
+
+  Model first = make_model(1);
+  Adam<float> adam_first({.lr = 0.01});
+  options.epochs = 1;
+  options.checkpoint = dir.path / "run.ckpt";
+  train::Trainer<Model, Adam<float>>(first, adam_first, options).fit(epoch_batches);
+
+  Model resumed = make_model(12345);
+  Adam<float> adam_resumed({.lr = 0.01});
+  options.epochs = 2;
+  train::Trainer<Model, Adam<float>> trainer(resumed, adam_resumed, options);
+  trainer.resume(dir.path / "run.ckpt");
+  trainer.fit(epoch_batches);
+  const auto a = all_values(straight), b = all_values(resumed);
+  REQUIRE(a.size() == b.size());
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+
+  // A checkpoint without an average cannot resume a run that averages.
+  options.average_decay = 0.0;
+  options.epochs = 1;
+  options.checkpoint = dir.path / "plain.ckpt";
+  Model plain = make_model(1);
+  Adam<float> adam_plain({.lr = 0.01});
+  train::Trainer<Model, Adam<float>>(plain, adam_plain, options).fit(epoch_batches);
+  options.average_decay = 0.95;
+  train::Trainer<Model, Adam<float>> averaging(plain, adam_plain, options);
+  CHECK_THROWS_WITH_AS(averaging.resume(dir.path / "plain.ckpt"), doctest::Contains("no parameter average"),
+                       FormatError);
 }
 
 TEST_CASE("checkpoints for another model or corrupted ones are rejected clearly") {

@@ -67,6 +67,7 @@
 
 #include "mtlm/optim/adam.hpp"
 #include "mtlm/optim/clipping.hpp"
+#include "mtlm/optim/parameter_average.hpp"
 #include "mtlm/optim/schedule.hpp"
 #include "mtlm/optim/sgd.hpp"
 #include "mtlm/optim/state.hpp"

@@ -4,11 +4,13 @@
 //
 // Layout: "model.<param>" and "optimizer.<state>" tensors, "optimizer.param_steps" (I64), and
 // metadata "mtlm.checkpoint" = "1", "epoch", "rng", "best_metric", "best_epoch", "stale_epochs",
-// and "rng.model.<name>" for every generator inside the model (dropout, word dropout).
+// and "rng.model.<name>" for every generator inside the model (dropout, word dropout); with a
+// parameter average, also "average.<param>" tensors and metadata "average_updates".
 #pragma once
 
 #include "mtlm/core/random.hpp"
 #include "mtlm/io/safetensors.hpp"
+#include "mtlm/optim/parameter_average.hpp"
 
 #include <bit>
 #include <charconv>
@@ -65,9 +67,14 @@ inline std::string encode_double(double x) {
 template <HasParams Model, class Optimizer>
 void save_checkpoint(const std::filesystem::path& path, Model& model, Optimizer& optimizer,
                      const TrainingState& state,
-                     const std::map<std::string, std::string>& metadata = {}) {
+                     const std::map<std::string, std::string>& metadata = {},
+                     ParameterAverage<Model>* average = nullptr) {
   io::SafetensorsWriter writer;
   io::add_parameters(writer, model, "model.");
+  if (average) {
+    io::add_parameters(writer, average->model(), "average.");
+    writer.set_metadata("average_updates", std::to_string(average->updates()));
+  }
   optimizer.for_each_state([&](std::string_view name, auto& tensor) {
     io::add_matrix(writer, "optimizer." + std::string(name), tensor);
   });
@@ -90,8 +97,10 @@ void save_checkpoint(const std::filesystem::path& path, Model& model, Optimizer&
 }
 
 /// Restores what save_checkpoint wrote; the model and optimizer must have the same structure.
+/// With `average`, the checkpoint must hold a parameter average, which is restored into it.
 template <HasParams Model, class Optimizer>
-TrainingState load_checkpoint(const std::filesystem::path& path, Model& model, Optimizer& optimizer) {
+TrainingState load_checkpoint(const std::filesystem::path& path, Model& model, Optimizer& optimizer,
+                              ParameterAverage<Model>* average = nullptr) {
   const io::SafetensorsFile file(path);
   const auto& meta = file.metadata();
   auto field = [&](const char* key) -> const std::string& {
@@ -114,6 +123,19 @@ TrainingState load_checkpoint(const std::filesystem::path& path, Model& model, O
   const std::int64_t optimizer_steps = std::stoll(field("optimizer_steps"));
 
   io::read_parameters(file, model, "model.");
+  if (average) {
+    const auto it = meta.find("average_updates");
+    if (it == meta.end())
+      throw FormatError(file.source(), 0,
+                        "checkpoint has no parameter average (it was written by a run without one)");
+    average->model() = model;  // generators and workspaces as the model's; parameters below
+    io::read_parameters(file, average->model(), "average.");
+    try {
+      average->set_updates(std::stoll(it->second));
+    } catch (const std::logic_error&) {
+      throw FormatError(file.source(), 0, "checkpoint metadata \"average_updates\" is not a number");
+    }
+  }
   visit_rngs(model, [&](std::string_view name, Rng& rng) {
     const auto it = meta.find("rng.model." + std::string(name));
     if (it == meta.end())

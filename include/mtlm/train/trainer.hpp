@@ -2,7 +2,8 @@
 // model's concept (forward_backward, for_each_param, Targets) and the optimizer's step, never
 // layer types. Per epoch: batches from a deterministic source, optimizer steps with optional
 // clipping and a learning-rate schedule, progress, a dev evaluation, best-model keeping, early
-// stopping on patience, and a resumable checkpoint.
+// stopping on patience, a resumable checkpoint, and optionally an average of the parameters
+// (ParameterAverage) that is what gets evaluated, selected and kept.
 //
 // Determinism: the only randomness the trainer owns is its generator, handed to the batch
 // source once per epoch; it is saved in every checkpoint, so "1 epoch, save, load, 1 epoch"
@@ -14,6 +15,7 @@
 #include "mtlm/core/param.hpp"
 #include "mtlm/core/random.hpp"
 #include "mtlm/optim/clipping.hpp"
+#include "mtlm/optim/parameter_average.hpp"
 #include "mtlm/optim/schedule.hpp"
 #include "mtlm/train/checkpoint.hpp"
 #include "mtlm/train/progress.hpp"
@@ -57,6 +59,9 @@ struct TrainerOptions {
   double max_seconds = 0.0;
   /// Restore the best epoch's parameters at the end of fit().
   bool restore_best = true;
+  /// Decay of an exponential moving average of the parameters, updated after every step
+  /// (0: none). When set, evaluation, selection and the model fit() leaves are the average's.
+  double average_decay = 0.0;
   /// Progress and epoch summaries (nullptr: silent).
   std::ostream* log = &std::cerr;
 };
@@ -90,7 +95,8 @@ class Trainer {
 
   /// Continues from a checkpoint written by a trainer with the same options.
   void resume(const std::filesystem::path& checkpoint) {
-    state_ = load_checkpoint(checkpoint, model_, optimizer_);
+    if (options_.average_decay > 0) average_.emplace(model_, options_.average_decay);
+    state_ = load_checkpoint(checkpoint, model_, optimizer_, average_ ? &*average_ : nullptr);
   }
 
   Result fit(const BatchSource& source, const Evaluator& evaluate = {}) {
@@ -99,6 +105,7 @@ class Trainer {
     const auto start = Progress::Clock::now();
     std::optional<Progress> progress;
     if (options_.log) progress.emplace(*options_.log, options_.log == &std::cerr && ::isatty(STDERR_FILENO));
+    if (options_.average_decay > 0 && !average_) average_.emplace(model_, options_.average_decay);
 
     for (int epoch = static_cast<int>(state_.epoch); epoch < options_.epochs; ++epoch) {
       Rng rng;
@@ -118,6 +125,7 @@ class Trainer {
         if (options_.clip_norm > 0) clip_grad_norm(model_, options_.clip_norm);
         optimizer_.set_lr(schedule_.lr(optimizer_.steps()));
         optimizer_.step(model_);
+        if (average_) average_->update(model_);
         if (progress)
           progress->update(i, losses.task.data(), losses.present.data(),
                            static_cast<long>(item.batch.token_count()));
@@ -125,7 +133,7 @@ class Trainer {
 
       std::string summary;
       if (evaluate) {
-        const Metrics metrics = evaluate(model_);
+        const Metrics metrics = evaluate(evaluated());
         summary = describe(metrics);
         const double value = select(metrics);
         const bool better = options_.maximize ? value > state_.best_metric : value < state_.best_metric;
@@ -133,7 +141,7 @@ class Trainer {
           state_.best_metric = value;
           state_.best_epoch = epoch + 1;
           state_.stale_epochs = 0;
-          if (options_.restore_best) best_ = model_;
+          if (options_.restore_best) best_ = evaluated();
           summary += "  (best)";
         } else {
           ++state_.stale_epochs;
@@ -141,7 +149,8 @@ class Trainer {
       }
       state_.epoch = epoch + 1;
       if (progress) progress->finish_epoch(summary);
-      if (!options_.checkpoint.empty()) save_checkpoint(options_.checkpoint, model_, optimizer_, state_);
+      if (!options_.checkpoint.empty())
+        save_checkpoint(options_.checkpoint, model_, optimizer_, state_, {}, average_ ? &*average_ : nullptr);
       ++result.epochs_run;
       if (options_.patience > 0 && state_.stale_epochs >= options_.patience) {
         result.stopped_early = true;
@@ -153,7 +162,10 @@ class Trainer {
         break;
       }
     }
-    if (best_ && options_.restore_best) model_ = *best_;
+    if (best_ && options_.restore_best)
+      model_ = *best_;
+    else if (average_)
+      model_ = average_->model();
     result.best_metric = state_.best_metric;
     result.best_epoch = static_cast<int>(state_.best_epoch);
     result.seconds = std::chrono::duration<double>(Progress::Clock::now() - start).count();
@@ -161,6 +173,8 @@ class Trainer {
   }
 
   const TrainingState& state() const { return state_; }
+  /// The running parameter average (average_decay > 0, after fit() or resume() began it).
+  const ParameterAverage<Model>* average() const { return average_ ? &*average_ : nullptr; }
 
  private:
   double select(const Metrics& metrics) const {
@@ -170,6 +184,8 @@ class Trainer {
       if (name == options_.select_metric) return value;
     throw Error("mtlm: the evaluator returned no metric named \"" + options_.select_metric + "\"");
   }
+
+  Model& evaluated() { return average_ ? average_->model() : model_; }
 
   static std::string describe(const Metrics& metrics) {
     std::ostringstream s;
@@ -187,6 +203,7 @@ class Trainer {
   Schedule schedule_;
   TrainingState state_;
   std::optional<Model> best_;
+  std::optional<ParameterAverage<Model>> average_;
 };
 
 }  // namespace mtlm::train
