@@ -80,4 +80,12 @@ inline mtlm::schedule::Cosine learning_rate_schedule(const Args& args, double de
           .min_lr = decay == "none" ? lr : 0.0};
 }
 
+/// The decay of --average (an exponential moving average of the weights that is evaluated and
+/// kept; 0 turns it off).
+inline double parameter_average_decay(const Args& args, double default_decay) {
+  const double decay = args.number("average", default_decay);
+  if (!(decay >= 0.0 && decay < 1.0)) throw mtlm::Error("--average expects a decay in [0, 1) (0: off)");
+  return decay;
+}
+
 }  // namespace examples

@@ -4,6 +4,7 @@
 //   mtlm-nlu train   --data DIR --out MODEL [--epochs N] [--seed N] [--threads N] [--time-budget S]
 //                    [--ensemble K]  (K models, trained --threads at a time, probabilities averaged)
 //                    [--lr X] [--lr-decay cosine|none]
+//                    [--average D]  (evaluate and keep an average of the weights, decay D; 0: off)
 //   mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json] [--decode bio|argmax]
 //   mtlm-nlu predict --model MODEL            (one utterance per line on stdin, JSON lines out)
 #include "commands.hpp"
@@ -86,7 +87,8 @@ int main(int argc, char** argv) {
       return nlu::train_command(parse(argc, argv, {{"data", false}, {"out", false}, {"epochs", false}, {"seed", false},
                                       {"threads", false}, {"time-budget", false}, {"lr", false},
                                       {"batch-size", false}, {"dropout", false}, {"word-dropout", false},
-                                      {"tasks", false}, {"ensemble", false}, {"lr-decay", false}}));
+                                      {"tasks", false}, {"ensemble", false}, {"lr-decay", false},
+                                      {"average", false}}));
     if (command == "eval")
       return eval(parse(argc, argv, {{"model", false}, {"data", false}, {"split", false}, {"json", true},
                                      {"threads", false}, {"decode", false}}));
@@ -94,7 +96,7 @@ int main(int argc, char** argv) {
     std::cerr << "usage:\n"
                  "  mtlm-nlu train   --data DIR --out MODEL [--epochs N] [--seed N] [--threads N] [--time-budget S]\n"
                  "                   [--ensemble K] [--tasks intent,slots,lm] [--lr X] [--batch-size N]\n"
-                 "                   [--dropout P] [--word-dropout P] [--lr-decay cosine|none]\n"
+                 "                   [--dropout P] [--word-dropout P] [--lr-decay cosine|none] [--average D]\n"
                  "  mtlm-nlu eval    --model MODEL --data DIR [--split test] [--json] [--decode bio|argmax]\n"
                  "  mtlm-nlu predict --model MODEL   (utterances on stdin, one JSON object per line out)\n";
     return command.empty() || command == "--help" || command == "-h" ? 0 : 2;

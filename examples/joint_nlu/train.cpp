@@ -34,6 +34,7 @@ int train_command(const Args& args) {
   const int threads = static_cast<int>(args.number("threads", 1));
   if (members < 1 || threads < 1) throw mtlm::Error("--ensemble and --threads must be at least 1");
   const int rounds = (members + threads - 1) / threads;
+  const double average = examples::parameter_average_decay(args, 0.999);
 
   const Vocabularies vocab = build_vocabularies(train_set);
   const EncodedSet encoded = encode(train_set, vocab, true);
@@ -92,6 +93,7 @@ int train_command(const Args& args) {
     options.select_metric = select;
     options.max_seconds = args.number("time-budget", 0.0) / rounds;
     options.log = m == 0 ? &std::cerr : nullptr;
+    options.average_decay = average;
     const auto result = Trainer(model, adam, options, schedule).fit(epoch, evaluate);
     reports[static_cast<std::size_t>(m)] = "model " + std::to_string(m + 1) + ": best " + select + " " +
                                            std::to_string(result.best_metric) + " at epoch " +

@@ -75,6 +75,7 @@ int train_command(const Args& args) {
   const int members = static_cast<int>(args.number("ensemble", 1));
   const int threads = static_cast<int>(args.number("threads", 1));
   if (members < 1 || threads < 1) throw mtlm::Error("--ensemble and --threads must be at least 1");
+  const double average = examples::parameter_average_decay(args, 0.0);
   // Several members train side by side on one thread each: a BiLSTM batch keeps one core busier
   // than two, so K models in parallel get more epochs in than K models one after the other.
   const int side_by_side = std::min(members, threads);
@@ -181,6 +182,7 @@ int train_command(const Args& args) {
     options.select_metric = "dev_mean";
     options.max_seconds = args.number("time-budget", 0.0) / rounds;  // checked after each epoch
     options.log = m == 0 ? &std::cerr : nullptr;
+    options.average_decay = average;
     const auto result = Trainer(model, adam, options, schedule).fit(epoch, evaluate);
     reports[static_cast<std::size_t>(m)] =
         "model " + std::to_string(m + 1) + ": best dev_mean " + std::to_string(result.best_metric) +
