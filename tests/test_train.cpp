@@ -240,6 +240,38 @@ TEST_CASE("resume with a parameter average continues the average bit for bit") {
                        FormatError);
 }
 
+TEST_CASE("a resumed run still restores a best epoch found before the checkpoint") {
+  TempDir dir;
+  train::TrainerOptions options;
+  options.seed = 11;
+  options.log = nullptr;
+  options.checkpoint = dir.path / "run.ckpt";
+  std::vector<std::vector<float>> seen;
+  // The first epoch is the best; every later one is worse.
+  auto evaluate = [&](Model& m) {
+    seen.push_back(all_values(m));
+    return train::Metrics{{"score", seen.size() == 1 ? 1.0 : 0.0}};
+  };
+
+  Model first = make_model(1);
+  Adam<float> adam_first({.lr = 0.01});
+  options.epochs = 2;
+  train::Trainer<Model, Adam<float>>(first, adam_first, options).fit(epoch_batches, evaluate);
+  REQUIRE(seen.size() == 2);
+
+  Model resumed = make_model(12345);
+  Adam<float> adam_resumed({.lr = 0.01});
+  options.epochs = 3;
+  train::Trainer<Model, Adam<float>> trainer(resumed, adam_resumed, options);
+  trainer.resume(dir.path / "run.ckpt");
+  const auto result = trainer.fit(epoch_batches, evaluate);
+  REQUIRE(seen.size() == 3);
+  CHECK(result.best_epoch == 1);
+  const auto kept = all_values(resumed);
+  CHECK(std::memcmp(kept.data(), seen[0].data(), kept.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(kept.data(), seen[2].data(), kept.size() * sizeof(float)) != 0);
+}
+
 TEST_CASE("checkpoints for another model or corrupted ones are rejected clearly") {
   TempDir dir;
   Model model = make_model(1);

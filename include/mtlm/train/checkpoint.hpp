@@ -5,7 +5,8 @@
 // Layout: "model.<param>" and "optimizer.<state>" tensors, "optimizer.param_steps" (I64), and
 // metadata "mtlm.checkpoint" = "1", "epoch", "rng", "best_metric", "best_epoch", "stale_epochs",
 // and "rng.model.<name>" for every generator inside the model (dropout, word dropout); with a
-// parameter average, also "average.<param>" tensors and metadata "average_updates".
+// parameter average, also "average.<param>" tensors and metadata "average_updates"; with a kept
+// best epoch, its parameters as "best.<param>" and metadata "best_kept" = "1".
 #pragma once
 
 #include "mtlm/core/random.hpp"
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -68,9 +70,13 @@ template <HasParams Model, class Optimizer>
 void save_checkpoint(const std::filesystem::path& path, Model& model, Optimizer& optimizer,
                      const TrainingState& state,
                      const std::map<std::string, std::string>& metadata = {},
-                     ParameterAverage<Model>* average = nullptr) {
+                     ParameterAverage<Model>* average = nullptr, Model* best = nullptr) {
   io::SafetensorsWriter writer;
   io::add_parameters(writer, model, "model.");
+  if (best) {
+    io::add_parameters(writer, *best, "best.");
+    writer.set_metadata("best_kept", "1");
+  }
   if (average) {
     io::add_parameters(writer, average->model(), "average.");
     writer.set_metadata("average_updates", std::to_string(average->updates()));
@@ -98,9 +104,12 @@ void save_checkpoint(const std::filesystem::path& path, Model& model, Optimizer&
 
 /// Restores what save_checkpoint wrote; the model and optimizer must have the same structure.
 /// With `average`, the checkpoint must hold a parameter average, which is restored into it.
+/// With `best`, the kept best epoch's parameters are restored into it when the checkpoint has
+/// them (it is left empty otherwise).
 template <HasParams Model, class Optimizer>
 TrainingState load_checkpoint(const std::filesystem::path& path, Model& model, Optimizer& optimizer,
-                              ParameterAverage<Model>* average = nullptr) {
+                              ParameterAverage<Model>* average = nullptr,
+                              std::optional<Model>* best = nullptr) {
   const io::SafetensorsFile file(path);
   const auto& meta = file.metadata();
   auto field = [&](const char* key) -> const std::string& {
@@ -134,6 +143,13 @@ TrainingState load_checkpoint(const std::filesystem::path& path, Model& model, O
       average->set_updates(std::stoll(it->second));
     } catch (const std::logic_error&) {
       throw FormatError(file.source(), 0, "checkpoint metadata \"average_updates\" is not a number");
+    }
+  }
+  if (best) {
+    best->reset();
+    if (meta.contains("best_kept")) {
+      best->emplace(model);  // generators and workspaces as the model's; parameters below
+      io::read_parameters(file, **best, "best.");
     }
   }
   visit_rngs(model, [&](std::string_view name, Rng& rng) {

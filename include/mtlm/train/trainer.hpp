@@ -96,7 +96,7 @@ class Trainer {
   /// Continues from a checkpoint written by a trainer with the same options.
   void resume(const std::filesystem::path& checkpoint) {
     if (options_.average_decay > 0) average_.emplace(model_, options_.average_decay);
-    state_ = load_checkpoint(checkpoint, model_, optimizer_, average_ ? &*average_ : nullptr);
+    state_ = load_checkpoint(checkpoint, model_, optimizer_, average_ ? &*average_ : nullptr, &best_);
   }
 
   Result fit(const BatchSource& source, const Evaluator& evaluate = {}) {
@@ -150,7 +150,8 @@ class Trainer {
       state_.epoch = epoch + 1;
       if (progress) progress->finish_epoch(summary);
       if (!options_.checkpoint.empty())
-        save_checkpoint(options_.checkpoint, model_, optimizer_, state_, {}, average_ ? &*average_ : nullptr);
+        save_checkpoint(options_.checkpoint, model_, optimizer_, state_, {}, average_ ? &*average_ : nullptr,
+                        best_ ? &*best_ : nullptr);
       ++result.epochs_run;
       if (options_.patience > 0 && state_.stale_epochs >= options_.patience) {
         result.stopped_early = true;
