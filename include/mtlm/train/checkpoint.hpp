@@ -147,10 +147,8 @@ TrainingState load_checkpoint(const std::filesystem::path& path, Model& model, O
   }
   if (best) {
     best->reset();
-    if (meta.contains("best_kept")) {
-      best->emplace(model);  // generators and workspaces as the model's; parameters below
-      io::read_parameters(file, **best, "best.");
-    }
+    // A copy of the model (its generators and workspaces) with the stored parameters.
+    if (meta.contains("best_kept")) io::read_parameters(file, best->emplace(model), "best.");
   }
   visit_rngs(model, [&](std::string_view name, Rng& rng) {
     const auto it = meta.find("rng.model." + std::string(name));
