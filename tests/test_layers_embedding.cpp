@@ -10,6 +10,7 @@
 
 #include "support/npy_fixture.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -181,6 +182,56 @@ TEST_CASE("Embedding: table gradient matches finite differences; padding gets no
     for (Index i = 0; i < 5; ++i)
       CHECK(embedding.weight().grad(i, 1) == doctest::Approx(2 * grad(i, 1)));
   }
+}
+
+TEST_CASE("Embedding: a sparse gradient marks the batch's tokens and zeroes only those") {
+  Rng rng(13);
+  // Id 3 is the padding index; the padded positions hold id 11, which occurs nowhere else.
+  const std::vector<std::vector<TokenId>> seqs{{1, 2, 3, 1}, {5, 3}, {7, 1, 9}};
+  const Batch batch = Batch::from_sequences(seqs, 11);
+  const Batch other = Batch::from_sequences(std::vector<std::vector<TokenId>>{{4, 2}, {10}});
+  Embedding<Dynamic, Dynamic, double> sparse(12, 5, 3);
+  sparse.initialize(rng);
+  Embedding<Dynamic, Dynamic, double> dense = sparse;
+  sparse.set_sparse_gradient(true);
+  CHECK(sparse.sparse_gradient());
+  CHECK_FALSE(dense.sparse_gradient());
+  const HostMatrix g = testing::random_matrix(5, batch.columns(), rng);
+  const HostMatrix g_other = testing::random_matrix(5, other.columns(), rng);
+
+  // Whatever the gradient held when tracking began, the first zeroing clears all of it.
+  sparse.weight().grad.data()[0] = 1.0;
+  CHECK(sparse.weight().grad_columns.dense());
+  zero_gradients(sparse);
+  CHECK(sparse.weight().grad(0, 0) == 0.0);
+  CHECK_FALSE(sparse.weight().grad_columns.dense());
+
+  for (auto* e : {&sparse, &dense}) {
+    zero_gradients(*e);
+    e->forward(batch);
+    e->backward(g.view(), batch);
+  }
+  CHECK(equal(sparse.weight().grad, dense.weight().grad));
+  std::vector<Index> marked(sparse.weight().grad_columns.columns().begin(),
+                            sparse.weight().grad_columns.columns().end());
+  std::sort(marked.begin(), marked.end());
+  CHECK(marked == std::vector<Index>{1, 2, 5, 7, 9});  // not the padding index 3, not id 11
+
+  // The next batch's gradient, after zeroing, matches a dense table's bit for bit.
+  for (auto* e : {&sparse, &dense}) {
+    zero_gradients(*e);
+    e->forward(other);
+    e->backward(g_other.view(), other);
+  }
+  CHECK(equal(sparse.weight().grad, dense.weight().grad));
+  CHECK(sparse.weight().grad_columns.columns().size() == 3);
+
+  // Finite differences see the same gradient with tracking on.
+  const testing::GradientReport report = check_embedding_gradient(sparse, batch, g);
+  CHECK(report.max_error < gradient_tolerance);
+
+  sparse.set_sparse_gradient(false);
+  CHECK(sparse.weight().grad_columns.dense());
 }
 
 TEST_CASE("Embedding: ids at padded positions never leak into the output") {

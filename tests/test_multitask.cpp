@@ -14,6 +14,8 @@
 #include <mtlm/optim/adam.hpp>
 #include <mtlm/testing/gradient_check.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <ratio>
 #include <string>
@@ -121,6 +123,32 @@ TEST_CASE("MultiTask: a task without targets adds no loss and no gradient") {
   const auto report = check_model(model, batch, targets);
   INFO(report.worst);
   CHECK(report.max_error < 1e-6);
+}
+
+TEST_CASE("MultiTask: a tied language-model head makes a sparse table's gradient dense") {
+  Rng rng(3);
+  auto dense = make_three_heads<double>();
+  dense.initialize(rng);
+  auto sparse = dense;
+  sparse.trunk().layer<0>().set_sparse_gradient(true);
+  const Batch batch = padded_batch();
+  ThreeHeads<double>::Targets targets;
+  targets.set<"slots">({{0, 1, 2, 3}, {3, 2}, {1, 1, 0}});
+  targets.set<"lm">({});
+  auto& table = sparse.trunk().layer<0>().weight();
+  for (auto* m : {&sparse, &dense}) {
+    zero_gradients(*m);
+    m->forward_backward(batch, targets);
+  }
+  // The LM head wrote every column of the tied table (word 10 is in no sentence).
+  CHECK(table.grad_columns.dense());
+  CHECK(table.grad(0, 10) != 0.0);
+  CHECK(table.grad(0, 10) == dense.trunk().layer<0>().weight().grad(0, 10));
+  // Zeroing clears all of it, so the next step starts from zero everywhere.
+  zero_gradients(sparse);
+  double left = 0;
+  for (Index i = 0; i < table.size(); ++i) left = std::max(left, std::abs(table.grad.data()[i]));
+  CHECK(left == 0.0);
 }
 
 TEST_CASE("MultiTask: multi-label and regression heads, learned uncertainty weighting") {

@@ -84,6 +84,8 @@ Model make_model(const Vocabularies& v, const Hyperparameters& h) {
   // Both CRF columns are IOB2: an I-X may only continue an X (configuration, not weights).
   model.head<"chunk">().set_bio_constraints(v.chunk.labels());
   model.head<"ner">().set_bio_constraints(v.ner.labels());
+  // A batch touches a few hundred of the table's words: zeroing and clipping skip the rest.
+  model.trunk().layer<0>().word_embedding().set_sparse_gradient(true);
   return model;
 }
 

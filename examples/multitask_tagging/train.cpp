@@ -76,6 +76,8 @@ int train_command(const Args& args) {
   const int threads = static_cast<int>(args.number("threads", 1));
   if (members < 1 || threads < 1) throw mtlm::Error("--ensemble and --threads must be at least 1");
   const double average = examples::parameter_average_decay(args, 0.0);
+  // Lazy Adam moves only the word vectors a batch used (and their moments), not the whole table.
+  const bool lazy = args.flags.contains("lazy-adam");
   // Several members train side by side on one thread each: a BiLSTM batch keeps one core busier
   // than two, so K models in parallel get more epochs in than K models one after the other.
   const int side_by_side = std::min(members, threads);
@@ -174,7 +176,7 @@ int train_command(const Args& args) {
     mtlm::Rng rng(m == 0 ? seed : seed * 1000003 + static_cast<std::uint64_t>(m));
     Model& model = models[static_cast<std::size_t>(m)];
     initialize(model, rng);
-    mtlm::Adam<float> adam({.lr = schedule.base_lr});
+    mtlm::Adam<float> adam({.lr = schedule.base_lr, .lazy = lazy});
     mtlm::train::TrainerOptions options;
     options.epochs = epochs;
     options.seed = rng.next();

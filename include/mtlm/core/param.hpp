@@ -5,6 +5,7 @@
 #pragma once
 
 #include "mtlm/core/config.hpp"
+#include "mtlm/core/gradient_columns.hpp"
 #include "mtlm/core/init.hpp"
 #include "mtlm/core/matrix.hpp"
 #include "mtlm/core/random.hpp"
@@ -23,6 +24,8 @@ struct Param {
   Matrix<S, Backend> grad;
   /// A frozen parameter still receives gradients (they flow through it) but optimizers skip it.
   bool frozen = false;
+  /// Where `grad` can be non-zero; untracked (dense) unless a layer opts in (Embedding).
+  GradientColumns grad_columns;
 
   Param() = default;
   Param(Index rows, Index cols) : value(rows, cols, S(0)), grad(rows, cols, S(0)) {}
@@ -30,11 +33,18 @@ struct Param {
   void resize(Index rows, Index cols) {
     value.set_zero(rows, cols);
     grad.set_zero(rows, cols);
+    grad_columns.track(cols, grad_columns.tracking());
   }
   Index rows() const { return value.rows(); }
   Index cols() const { return value.cols(); }
   Index size() const { return value.size(); }
-  void zero_grad() { grad.set_zero(); }
+  void zero_grad() {
+    if (grad_columns.dense() || !Backend::is_host)  // a device zeroes all in one launch
+      grad.set_zero();
+    else
+      for (const Index c : grad_columns.columns()) Backend::fill(grad.view().col(c), S(0));
+    grad_columns.clear();
+  }
 
   void initialize(const init::Initializer& how, Index fan_in, Index fan_out, Rng& rng) {
     std::vector<S> host(static_cast<std::size_t>(size()));

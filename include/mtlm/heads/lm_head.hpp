@@ -118,6 +118,7 @@ class LanguageModelHead {
       const auto& dlogits = loss_[d].backward(scale / S(directions));
       B::gemm(Transpose::no, Transpose::yes, S(1), part(features_, d), dlogits.view(), S(1),
               weight(d).grad.view());
+      weight(d).grad_columns.mark_all();  // a tied table's gradient is now dense
       B::sum_columns(dlogits.view(), S(1), bias_[d].grad.view());
       B::gemm(Transpose::no, Transpose::no, S(1), weight(d).value.view(), dlogits.view(), S(0),
               part(dfeatures_.view(), d));

@@ -139,7 +139,16 @@ class Embedding {
                        std::to_string(dy.cols) + ", expected " + std::to_string(dim_) + " x " +
                        std::to_string(rows_.size()) + " (the shape of the last forward)");
     embedding_scatter_add(B{}, dy, std::span<const Index>(rows_), weight_.grad.view());
+    if (weight_.grad_columns.tracking())
+      for (const Index row : rows_)
+        if (row >= 0) weight_.grad_columns.mark(row);
   }
+
+  /// Tracks which columns of the table's gradient the batches touch (off by default), so that
+  /// zeroing and clipping visit only those, and Adam with `lazy` updates only those (PyTorch's
+  /// nn.Embedding(sparse=True) with SparseAdam). Dense optimizers give the same results either way.
+  void set_sparse_gradient(bool sparse) { weight_.grad_columns.track(vocab_, sparse); }
+  bool sparse_gradient() const { return weight_.grad_columns.tracking(); }
 
   template <class F>
   void for_each_param(F&& f) {

@@ -7,8 +7,9 @@
 //   Adam:  g = grad + weight_decay * p;     AdamW: g = grad;  p *= 1 - lr * weight_decay;
 //   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
 //   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps).
-// Frozen parameters, their moments and their counts stay untouched. State: "exp_avg.<i>" (m)
-// and "exp_avg_sq.<i>" (v) per parameter.
+// Frozen parameters, their moments and their counts stay untouched. With `lazy`, a parameter
+// whose gradient tracks its columns (an embedding table) updates only those columns; t still
+// counts every step. State: "exp_avg.<i>" (m) and "exp_avg_sq.<i>" (v) per parameter.
 #pragma once
 
 #include "mtlm/backend/cpu.hpp"
@@ -34,6 +35,9 @@ struct AdamOptions {
   double beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 0.0;  ///< L2: added to the gradient
+  /// Update only the columns a tracked gradient marks (Embedding::set_sparse_gradient); others
+  /// keep their value and moments, as PyTorch's SparseAdam and TensorFlow's LazyAdam.
+  bool lazy = false;
 };
 
 /// As AdamOptions, with PyTorch's AdamW default for the (decoupled) weight decay.
@@ -43,6 +47,8 @@ struct AdamWOptions {
   double beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 1e-2;  ///< decoupled: p *= 1 - lr * weight_decay before the step
+  /// As AdamOptions::lazy (weight decay, too, reaches only the updated columns).
+  bool lazy = false;
 };
 
 // CPU kernels --------------------------------------------------------------------------------
@@ -159,8 +165,17 @@ class BasicAdam {
           static_cast<S>(options_.eps),
           static_cast<S>(Decoupled ? 0.0 : options_.weight_decay),
           static_cast<S>(Decoupled ? 1.0 - options_.lr * options_.weight_decay : 1.0)};
-      tensors_.push_back({p.value.data(), p.grad.data(), state_.tensor(k, 0).data(),
-                          state_.tensor(k, 1).data(), p.size(), c});
+      S* const m = state_.tensor(k, 0).data();
+      S* const v = state_.tensor(k, 1).data();
+      if (!options_.lazy || p.grad_columns.dense()) {
+        tensors_.push_back({p.value.data(), p.grad.data(), m, v, p.size(), c});
+        return;
+      }
+      const Index rows = p.rows();  // Params are contiguous: a column is `rows` values
+      for (const Index column : p.grad_columns.columns()) {
+        const Index at = column * rows;
+        tensors_.push_back({p.value.data() + at, p.grad.data() + at, m + at, v + at, rows, c});
+      }
     });
     adam_update_all(B{}, std::span<const backend::AdamTensor<S>>(tensors_));
     ++steps_;

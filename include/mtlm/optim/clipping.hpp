@@ -20,14 +20,31 @@ namespace mtlm {
 
 namespace detail {
 
+// A gradient with tracked columns (an embedding table) is zero outside them: on the host only
+// they count (a device would pay a synchronisation per column, more than one pass costs).
+template <class S, class B>
+bool column_wise(const Param<S, B>& p) {
+  return B::is_host && !p.grad_columns.dense();
+}
+
 template <class S, class B>
 double squared_norm(const Param<S, B>& p) {
-  return static_cast<double>(B::dot(p.grad.view(), p.grad.view()));
+  if (!column_wise(p)) return static_cast<double>(B::dot(p.grad.view(), p.grad.view()));
+  double sum = 0.0;
+  for (const Index c : p.grad_columns.columns()) {
+    const auto column = p.grad.view().col(c);
+    sum += static_cast<double>(B::dot(column, column));
+  }
+  return sum;
 }
 
 template <class S, class B>
 void scale_gradient(Param<S, B>& p, double factor) {
-  B::scale(p.grad.view(), static_cast<S>(factor));
+  if (!column_wise(p)) {
+    B::scale(p.grad.view(), static_cast<S>(factor));
+    return;
+  }
+  for (const Index c : p.grad_columns.columns()) B::scale(p.grad.view().col(c), static_cast<S>(factor));
 }
 
 }  // namespace detail
