@@ -69,11 +69,14 @@ void max_pool_forward(Cpu, In<S> x, std::span<const Index> lengths, Index T, Mat
     }
     for (Index t = 1; t < len; ++t) {
       const S* column = x.col_ptr(b * T + t);
-      for (Index i = 0; i < y.rows; ++i)
-        if (column[i] > best[i]) {
-          best[i] = column[i];
-          winner[i] = b * T + t;
-        }
+      const Index at = b * T + t;
+      // Selects instead of a branch: the compiler vectorises it, and data-dependent branches
+      // mispredict about half the time on the first positions.
+      for (Index i = 0; i < y.rows; ++i) {
+        const bool wins = column[i] > best[i];
+        best[i] = wins ? column[i] : best[i];
+        winner[i] = wins ? at : winner[i];
+      }
     }
   }
 }

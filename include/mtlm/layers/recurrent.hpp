@@ -142,13 +142,14 @@ struct SequencePacking {
 ///   name, gate_count (G: W_ih is G*H x In),
 ///   has_state: forward fills CellStep::state (H rows per token),
 ///   carries_state: the gradient flows through the state to the previous step (LSTM's c),
-///   separate_recurrent_gradient: the gradients w.r.t. W_ih x and W_hh h differ (GRU),
+///   separate_recurrent_gradient: the gradients w.r.t. W_ih x and W_hh h differ (GRU); without
+///     it, W_hh h is added into the gates before the cell runs and CellStep::recurrent is zero,
 ///   forward(B, const CellStep<S>&) and backward(B, const CellStepGradient<S>&).
 /// Views of one time step handed to a cell's forward kernel; n = sequences still running.
 template <class S>
 struct CellStep {
   MatrixView<S> gates;      ///< G*H x n: W_ih x + b_ih on entry, the cell's cached gates after
-  ConstView<S> recurrent;   ///< G*H x n: W_hh h_{t-1} (no bias)
+  ConstView<S> recurrent;   ///< G*H x n: W_hh h_{t-1} (no bias), or zeros (see above)
   ConstView<S> bias_hh;     ///< G*H x 1
   ConstView<S> h_prev;      ///< H x n (zeros at t = 0)
   ConstView<S> state_prev;  ///< S_rows x n (zeros at t = 0)
@@ -213,22 +214,29 @@ class RecurrentSweep {
     B::add_bias(bias_ih_.value.view(), gates_.view());
     h_.resize(hidden_, n_total);
     state_.resize(state_rows(), n_total);
-    recurrent_.resize(gh, first_size);
+    if constexpr (Cell::separate_recurrent_gradient) recurrent_.resize(gh, first_size);
     zeros_.set_zero(std::max(gh, hidden_), first_size);
 
     for (Index t = 0; t < p.steps; ++t) {
       const Index n = p.size(t), at = p.first(t);
-      MatrixView<S> recurrent = recurrent_.view().middle_cols(0, n);
+      ConstView<S> recurrent = zeros_.view().middle_rows(0, gh).middle_cols(0, n);
       ConstView<S> h_prev = zeros_.view().middle_rows(0, hidden_).middle_cols(0, n);
       ConstView<S> state_prev = zeros_.view().middle_rows(0, state_rows()).middle_cols(0, n);
-      if (t == 0) {
-        recurrent = zeros_.view().middle_rows(0, gh).middle_cols(0, n);
-      } else {
+      if (t > 0) {
         const Index prev = p.first(t - 1);
         h_prev = h_.view().middle_cols(prev, n);
         state_prev = state_.view().middle_cols(prev, n);
-        B::gemm(Transpose::no, Transpose::no, S(1), weight_hh_.value.view(), h_prev, S(0),
-                recurrent);
+        if constexpr (Cell::separate_recurrent_gradient) {
+          const MatrixView<S> product = recurrent_.view().middle_cols(0, n);
+          B::gemm(Transpose::no, Transpose::no, S(1), weight_hh_.value.view(), h_prev, S(0),
+                  product);
+          recurrent = product;
+        } else {
+          // The cell only adds W_hh h to W_ih x: accumulating into the step's gates saves
+          // zeroing and re-reading a separate product on every step.
+          B::gemm(Transpose::no, Transpose::no, S(1), weight_hh_.value.view(), h_prev, S(1),
+                  gates_.view().middle_cols(at, n));
+        }
       }
       Cell::forward(
           B{},
