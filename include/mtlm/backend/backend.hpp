@@ -31,6 +31,14 @@ void run_side_by_side(B, F&& first, G&& second) {
   first();
   second();
 }
+
+/// y = op(w) x + bias in every column, the product behind every biased projection. By default a
+/// product and a bias pass; a backend may fuse the two (the CPU does).
+template <class B, class S>
+void affine(B, Transpose tw, In<S> w, In<S> x, In<S> bias, MatrixView<S> y) {
+  B::gemm(tw, Transpose::no, S(1), w, x, S(0), y);
+  B::add_bias(bias, y);
+}
 }  // namespace backend
 
 /// Point-wise non-linearities with analytic derivatives. GELU is the exact (erf) form.

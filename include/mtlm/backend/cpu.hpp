@@ -254,6 +254,14 @@ struct Cpu {
 
 static_assert(Backend<Cpu>, "the CPU policy must model the Backend concept");
 
+/// The bias written first and the product accumulated onto it: y is written once instead of
+/// zeroed, multiplied into and passed over again for the bias.
+template <class S>
+void affine(Cpu, Transpose tw, In<S> w, In<S> x, In<S> bias, MatrixView<S> y) {
+  Cpu::eigen(y).colwise() = Cpu::eigen(bias).col(0);
+  Cpu::gemm(tw, Transpose::no, S(1), w, x, S(1), y);
+}
+
 /// `first` and `second` on two threads when the calling thread may use two for its products
 /// (OpenMP builds): pieces such as a bidirectional RNN's directions are chains of products too
 /// small for a parallel GEMM to help, but independent of each other. Inside, each piece's own

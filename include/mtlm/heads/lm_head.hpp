@@ -94,9 +94,8 @@ class LanguageModelHead {
     features_ = features;
     for (int d = 0; d < directions; ++d) {
       logits_[d].resize(vocab_, features.cols);
-      B::gemm(Transpose::yes, Transpose::no, S(1), weight(d).value.view(), part(features, d), S(0),
-              logits_[d].view());
-      B::add_bias(bias_[d].value.view(), logits_[d].view());
+      affine(B{}, Transpose::yes, weight(d).value.view(), part(features, d), bias_[d].value.view(),
+             logits_[d].view());
     }
     return logits_[0];
   }

@@ -182,8 +182,8 @@ class BasicMultiHeadSelfAttention {
     input_ = x;
     const Index n = x.cols, T = batch.max_length;
     qkv_.resize(3 * dim_, n);
-    B::gemm(Transpose::no, Transpose::no, S(1), in_proj_weight_.value.view(), x, S(0), qkv_.view());
-    B::add_bias(in_proj_bias_.value.view(), qkv_.view());
+    affine(B{}, Transpose::no, in_proj_weight_.value.view(), x, in_proj_bias_.value.view(),
+           qkv_.view());
 
     probs_.resize(T, T * batch.batch_size * Heads);
     context_.resize(dim_, n);
@@ -193,9 +193,8 @@ class BasicMultiHeadSelfAttention {
     detail::zero_padding<B>(context_.view(), batch);
 
     y_.resize(dim_, n);
-    B::gemm(Transpose::no, Transpose::no, S(1), out_proj_weight_.value.view(),
-            context_.view(), S(0), y_.view());
-    B::add_bias(out_proj_bias_.value.view(), y_.view());
+    affine(B{}, Transpose::no, out_proj_weight_.value.view(), context_.view(),
+           out_proj_bias_.value.view(), y_.view());
     detail::zero_padding<B>(y_.view(), batch);
     return y_;
   }

@@ -42,8 +42,10 @@ class BasicLinear {
     check_rows(x.rows, in_, "input");
     input_ = x;
     y_.resize(out_, x.cols);
-    B::gemm(Transpose::no, Transpose::no, S(1), weight_.value.view(), x, S(0), y_.view());
-    if constexpr (HasBias) B::add_bias(bias_.value.view(), y_.view());
+    if constexpr (HasBias)
+      affine(B{}, Transpose::no, weight_.value.view(), x, bias_.value.view(), y_.view());
+    else
+      B::gemm(Transpose::no, Transpose::no, S(1), weight_.value.view(), x, S(0), y_.view());
     return y_;
   }
 

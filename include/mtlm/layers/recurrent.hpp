@@ -209,9 +209,8 @@ class RecurrentSweep {
     xs_.resize(in_, n_total);
     gather_packed_columns(B{}, x, columns, xs_.view());
     gates_.resize(gh, n_total);
-    B::gemm(Transpose::no, Transpose::no, S(1), weight_ih_.value.view(), xs_.view(), S(0),
-            gates_.view());
-    B::add_bias(bias_ih_.value.view(), gates_.view());
+    affine(B{}, Transpose::no, weight_ih_.value.view(), xs_.view(), bias_ih_.value.view(),
+           gates_.view());
     h_.resize(hidden_, n_total);
     state_.resize(state_rows(), n_total);
     if constexpr (Cell::separate_recurrent_gradient) recurrent_.resize(gh, first_size);
