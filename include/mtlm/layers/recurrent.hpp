@@ -148,7 +148,8 @@ struct SequencePacking {
 /// Views of one time step handed to a cell's forward kernel; n = sequences still running.
 template <class S>
 struct CellStep {
-  MatrixView<S> gates;      ///< G*H x n: W_ih x + b_ih on entry, the cell's cached gates after
+  MatrixView<S> gates;      ///< G*H x n: W_ih x + b_ih (+ W_hh h_{t-1}, see above) on entry,
+                            ///< the cell's cached gates after
   ConstView<S> recurrent;   ///< G*H x n: W_hh h_{t-1} (no bias), or zeros (see above)
   ConstView<S> bias_hh;     ///< G*H x 1
   ConstView<S> h_prev;      ///< H x n (zeros at t = 0)
