@@ -38,8 +38,12 @@ struct Param {
   Index rows() const { return value.rows(); }
   Index cols() const { return value.cols(); }
   Index size() const { return value.size(); }
+  /// Whether gradient passes should visit only grad_columns: on the host, for a tracked
+  /// gradient (a device would pay a launch or synchronisation per column, more than one pass).
+  bool column_wise_grad() const { return Backend::is_host && !grad_columns.dense(); }
+
   void zero_grad() {
-    if (grad_columns.dense() || !Backend::is_host)  // a device zeroes all in one launch
+    if (!column_wise_grad())
       grad.set_zero();
     else
       for (const Index c : grad_columns.columns()) Backend::fill(grad.view().col(c), S(0));

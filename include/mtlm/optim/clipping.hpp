@@ -20,16 +20,10 @@ namespace mtlm {
 
 namespace detail {
 
-// A gradient with tracked columns (an embedding table) is zero outside them: on the host only
-// they count (a device would pay a synchronisation per column, more than one pass costs).
-template <class S, class B>
-bool column_wise(const Param<S, B>& p) {
-  return B::is_host && !p.grad_columns.dense();
-}
-
+// A gradient with tracked columns (an embedding table) is zero outside them: only they count.
 template <class S, class B>
 double squared_norm(const Param<S, B>& p) {
-  if (!column_wise(p)) return static_cast<double>(B::dot(p.grad.view(), p.grad.view()));
+  if (!p.column_wise_grad()) return static_cast<double>(B::dot(p.grad.view(), p.grad.view()));
   double sum = 0.0;
   for (const Index c : p.grad_columns.columns()) {
     const auto column = p.grad.view().col(c);
@@ -40,7 +34,7 @@ double squared_norm(const Param<S, B>& p) {
 
 template <class S, class B>
 void scale_gradient(Param<S, B>& p, double factor) {
-  if (!column_wise(p)) {
+  if (!p.column_wise_grad()) {
     B::scale(p.grad.view(), static_cast<S>(factor));
     return;
   }
