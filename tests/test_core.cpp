@@ -277,6 +277,59 @@ TEST_CASE_TEMPLATE("CPU gemm: large products (threaded, or through a CBLAS) in s
     }
 }
 
+TEST_CASE_TEMPLATE("CPU gemm with a few columns (read in place, unpacked) matches a naive sum", S, float, double) {
+  // Every row count around the packet widths (whole tiles, a single packet, a partial last
+  // packet, fewer rows than a packet), every column block (8, 4, singles), both layouts of B,
+  // sub-views with leading dimensions > rows, and beta 0 over NaN (C must not be read then).
+  Rng rng(6);
+  auto random = [&](Index rows, Index cols) {
+    Matrix<S, Cpu> x(rows, cols);
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<S>(rng.uniform(-1, 1));
+    return x;
+  };
+  const S nan = std::numeric_limits<S>::quiet_NaN();
+  for (const Index m : {1, 3, 8, 16, 17, 31, 32, 33, 47, 130})
+    for (const Index n : {2, 3, 5, 8, 12, 13, 16, 31, 32})
+      for (const Index k : {1, 7, 64})
+        for (int tb = 0; tb < 2; ++tb)
+          for (const S beta : {S(0), S(1), S(-0.5)}) {
+            const Matrix<S, Cpu> A = random(m + 3, k + 1);
+            const Matrix<S, Cpu> B = tb ? random(n + 2, k + 2) : random(k + 2, n + 1);
+            Matrix<S, Cpu> C = random(m + 2, n + 2);
+            if (beta == S(0))
+              for (Index j = 0; j < n; ++j)
+                for (Index i = 0; i < m; ++i) C.view()(i + 1, j + 1) = nan;
+            const Matrix<S, Cpu> before = C;
+            const auto a = A.view().middle_rows(2, m).middle_cols(1, k);
+            const auto b = tb ? B.view().middle_rows(1, n).middle_cols(2, k) : B.view().middle_rows(1, k).middle_cols(1, n);
+            Cpu::gemm(Transpose::no, tb ? Transpose::yes : Transpose::no, S(0.75), a, b, beta,
+                      C.view().middle_rows(1, m).middle_cols(1, n));
+            double worst = 0;
+            bool outside_untouched = true;
+            for (Index i = 0; i < m + 2; ++i)
+              for (Index j = 0; j < n + 2; ++j) {
+                const bool inside = i >= 1 && i <= m && j >= 1 && j <= n;
+                if (!inside) {
+                  const S was = before.view()(i, j), is = C.view()(i, j);
+                  outside_untouched &= was == is;
+                  continue;
+                }
+                double sum = 0;
+                for (Index l = 0; l < k; ++l) sum += double(a(i - 1, l)) * double(tb ? b(j - 1, l) : b(l, j - 1));
+                const double expected = 0.75 * sum + (beta == S(0) ? 0.0 : double(beta) * double(before.view()(i, j)));
+                const double error = std::abs(double(C.view()(i, j)) - expected);
+                worst = std::isnan(error) ? std::numeric_limits<double>::infinity() : std::max(worst, error);
+              }
+            CAPTURE(m);
+            CAPTURE(n);
+            CAPTURE(k);
+            CAPTURE(tb);
+            CAPTURE(beta);
+            CHECK(outside_untouched);
+            CHECK(worst < (std::is_same_v<S, float> ? 1e-4 : 1e-12));
+          }
+}
+
 TEST_CASE("CPU bias kernels") {
   HostMatrix y(2, 3, 1.0), bias(2, 1);
   bias(0, 0) = 0.5;

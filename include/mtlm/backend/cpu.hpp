@@ -1,9 +1,11 @@
 // @brief The CPU backend: host memory and Eigen kernels. Matrix products go to Eigen's GEMM
-// (multi-threaded when built with OpenMP); element-wise kernels use Eigen's vectorised array
-// functions so that tanh, logistic and erf run in SIMD registers.
+// (multi-threaded when built with OpenMP), except those with a few columns (narrow_gemm.hpp);
+// element-wise kernels use Eigen's vectorised array functions so that tanh, logistic and erf run
+// in SIMD registers.
 #pragma once
 
 #include "mtlm/backend/backend.hpp"
+#include "mtlm/backend/narrow_gemm.hpp"
 
 #include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>
@@ -107,7 +109,17 @@ struct Cpu {
   static void gemm(Transpose ta, Transpose tb, S alpha, In<S> a, In<S> b, S beta,
                    MatrixView<S> c) {
     const double depth = static_cast<double>(ta == Transpose::no ? a.cols : a.rows);
-    if (static_cast<double>(c.rows) * static_cast<double>(c.cols) * depth < parallel_gemm_min_work) {
+    const bool single_threaded =
+        static_cast<double>(c.rows) * static_cast<double>(c.cols) * depth < parallel_gemm_min_work;
+    // A (not transposed) times a few columns: read A in place rather than pack it. A transposed
+    // A would make each entry a dot product, which loses to packing (measured).
+    if (ta == Transpose::no && c.cols >= 2 && c.cols <= narrow::max_cols && (single_threaded || threads() == 1)) {
+      const narrow::Operand<S> op_b = tb == Transpose::no ? narrow::Operand<S>{b.data, 1, b.stride}
+                                                          : narrow::Operand<S>{b.data, b.stride, 1};
+      narrow::gemm(c.rows, c.cols, a.cols, alpha, a.data, a.stride, op_b, beta, c.data, c.stride);
+      return;
+    }
+    if (single_threaded) {
       [[maybe_unused]] const SingleThreaded scope;
       gemm_eigen(ta, tb, alpha, a, b, beta, c);
       return;
