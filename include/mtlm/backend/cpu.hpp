@@ -113,7 +113,7 @@ struct Cpu {
         static_cast<double>(c.rows) * static_cast<double>(c.cols) * depth < parallel_gemm_min_work;
     // A (not transposed) times a few columns: read A in place rather than pack it. A transposed
     // A would make each entry a dot product, which loses to packing (measured).
-    if (ta == Transpose::no && c.cols >= 2 && c.cols <= narrow::max_cols && (single_threaded || threads() == 1)) {
+    if (ta == Transpose::no && narrow::suits(c.cols, a.cols) && (single_threaded || threads() == 1)) {
       const narrow::Operand<S> op_b = tb == Transpose::no ? narrow::Operand<S>{b.data, 1, b.stride}
                                                           : narrow::Operand<S>{b.data, b.stride, 1};
       narrow::gemm(c.rows, c.cols, a.cols, alpha, a.data, a.stride, op_b, beta, c.data, c.stride);

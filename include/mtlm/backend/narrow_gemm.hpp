@@ -1,8 +1,9 @@
-// @brief Matrix products with a handful of columns (C = alpha A op(B) + beta C, op(B) of at most
-// `narrow::max_cols` columns: one short sentence, one recurrent step of a small batch) that
-// read A where it lies. Eigen's GEMM copies all of A into cache-friendly panels on every call;
-// that pays off over many columns, but at 16 it costs as much as the arithmetic (perf of a
-// 16-token forward of a small Transformer: 33% of the time packing weights, 35% multiplying).
+// @brief Matrix products C = alpha A op(B) + beta C that read A where it lies instead of packing
+// it: those with a few dozen columns (one short sentence, one recurrent step of a small batch),
+// and wider ones over a shallow depth. Eigen's GEMM copies all of A into cache-friendly panels on
+// every call; that pays off over many columns of a deep product, but at 16 columns it costs as
+// much as the arithmetic (perf of a 16-token forward of a small Transformer: 33% of the time
+// packing weights, 35% multiplying).
 #pragma once
 
 #include "mtlm/core/config.hpp"
@@ -23,9 +24,12 @@
 
 namespace mtlm::backend::narrow {
 
-/// The widest op(B) taken here; wider products go to a packing GEMM. Measured on AVX-512 (one
-/// thread, float): 115-150 GFLOP/s at 16 and 32 columns where Eigen's GEMM gives 75-100.
-inline constexpr Index max_cols = 32;
+/// Whether a product of this shape runs faster here than in a packing GEMM (one thread). Up to
+/// 32 columns always (AVX-512, float: 115-150 GFLOP/s at 16 and 32 columns where Eigen's GEMM
+/// gives 75-100). Wider, while the panel of A that a tile keeps (2 packets x depth) fits the
+/// first-level cache: to depth 128, 8-15% ahead of Eigen at 768-1024 columns; past it every block
+/// of 8 columns reads the panel again from further out (depth 1024, 512 columns: 61 against 108).
+inline bool suits(Index cols, Index depth) { return cols >= 2 && (cols <= 32 || depth <= 128); }
 
 /// How many columns of A ahead a tile asks the cache for.
 inline constexpr Index prefetch_distance = 8;
@@ -42,6 +46,7 @@ struct Operand {
   Index depth_step;
   Index col_step;
   const S& operator()(Index l, Index j) const { return data[l * depth_step + j * col_step]; }
+  Operand from_column(Index j) const { return {data + j * col_step, depth_step, col_step}; }
 };
 
 /// One tile of C: `Rows` packets of rows by `Cols` columns, kept in registers over the whole
@@ -90,61 +95,63 @@ inline void remainder_rows(Index first, Index rows, Index cols, Index depth, con
     }
 }
 
-/// Rows of C that do not fill a packet, when C has at least one: the packet that ends at the
-/// last row is computed into scratch, and only its rows past `first` are merged into C (writing
-/// the packet in place would apply beta twice to the rows it shares with the tile before).
-template <class S, int Cols>
-inline void last_partial_packet(Index first, Index rows, Index depth, const S* a, Index lda, Operand<S> b,
-                                S alpha, S beta, S* c, Index ldc) {
-  constexpr int w = packet_size<S>;
-  alignas(64) S scratch[w * Cols];
-  const Index start = rows - w;
-  tile<S, 1, Cols>(depth, a + start, lda, b, alpha, S(0), scratch, w);
-  for (int j = 0; j < Cols; ++j)
-    for (Index i = first; i < rows; ++i) {
-      S& out = c[i + j * ldc];
-      out = beta == S(0) ? scratch[i - start + j * w] : beta * out + scratch[i - start + j * w];
-    }
-}
-
-/// Rows [first, first + count) of C, count <= 2 packets, every column: the rows' panel of A
-/// stays in the first-level cache while each block of columns streams past it.
-template <class S, int Rows>
-inline void row_block(Index first, Index cols, Index depth, const S* a, Index lda, Operand<S> b, S alpha,
-                      S beta, S* c, Index ldc) {
-  a += first;
-  c += first;
+/// f.template operator()<Cols>(j) over blocks of 8 columns from j, then 4, then single ones.
+template <class F>
+inline void for_column_blocks(Index cols, F&& f) {
   Index j = 0;
-  for (; j + 8 <= cols; j += 8)
-    tile<S, Rows, 8>(depth, a, lda, {b.data + j * b.col_step, b.depth_step, b.col_step}, alpha, beta,
-                     c + j * ldc, ldc);
+  for (; j + 8 <= cols; j += 8) f.template operator()<8>(j);
   if (j + 4 <= cols) {
-    tile<S, Rows, 4>(depth, a, lda, {b.data + j * b.col_step, b.depth_step, b.col_step}, alpha, beta,
-                     c + j * ldc, ldc);
+    f.template operator()<4>(j);
     j += 4;
   }
-  for (; j < cols; ++j)
-    tile<S, Rows, 1>(depth, a, lda, {b.data + j * b.col_step, b.depth_step, b.col_step}, alpha, beta,
-                     c + j * ldc, ldc);
+  for (; j < cols; ++j) f.template operator()<1>(j);
+}
+
+/// `Rows` packets of rows of C, every column: the rows' panel of A stays in the first-level
+/// cache while the blocks of columns stream past it.
+template <class S, int Rows>
+inline void row_block(Index cols, Index depth, const S* a, Index lda, Operand<S> b, S alpha, S beta, S* c,
+                      Index ldc) {
+  for_column_blocks(cols, [&]<int Cols>(Index j) {
+    tile<S, Rows, Cols>(depth, a, lda, b.from_column(j), alpha, beta, c + j * ldc, ldc);
+  });
+}
+
+/// Rows [first, rows) of C, fewer than a packet but rows >= a packet: the packet that ends at
+/// the last row is computed into scratch, and only its rows from `first` are merged into C
+/// (writing the packet in place would apply beta twice to the rows it shares with the tile
+/// before).
+template <class S>
+inline void last_partial_packet(Index first, Index rows, Index cols, Index depth, const S* a, Index lda,
+                                Operand<S> b, S alpha, S beta, S* c, Index ldc) {
+  constexpr int w = packet_size<S>;
+  const Index start = rows - w;
+  for_column_blocks(cols, [&]<int Cols>(Index j) {
+    alignas(64) S scratch[w * Cols];
+    tile<S, 1, Cols>(depth, a + start, lda, b.from_column(j), alpha, S(0), scratch, w);
+    for (int jj = 0; jj < Cols; ++jj)
+      for (Index i = first; i < rows; ++i) {
+        S& out = c[i + (j + jj) * ldc];
+        const S product = scratch[i - start + jj * w];
+        out = beta == S(0) ? product : beta * out + product;
+      }
+  });
 }
 
 /// C (rows x cols, leading dimension ldc) = alpha A op(B) + beta C, A column-major (rows x
-/// depth, leading dimension lda), cols <= max_cols.
+/// depth, leading dimension lda); meant for shapes where `suits` holds.
 template <class S>
 void gemm(Index rows, Index cols, Index depth, S alpha, const S* a, Index lda, Operand<S> b, S beta, S* c,
           Index ldc) {
   constexpr int w = packet_size<S>;
   Index i = 0;
-  for (; i + 2 * w <= rows; i += 2 * w) row_block<S, 2>(i, cols, depth, a, lda, b, alpha, beta, c, ldc);
-  for (; i + w <= rows; i += w) row_block<S, 1>(i, cols, depth, a, lda, b, alpha, beta, c, ldc);
+  for (; i + 2 * w <= rows; i += 2 * w) row_block<S, 2>(cols, depth, a + i, lda, b, alpha, beta, c + i, ldc);
+  for (; i + w <= rows; i += w) row_block<S, 1>(cols, depth, a + i, lda, b, alpha, beta, c + i, ldc);
   if (i == rows) return;
-  if (rows < w) {
+  if (rows < w)
     remainder_rows(i, rows, cols, depth, a, lda, b, alpha, beta, c, ldc);
-    return;
-  }
-  for (Index j = 0; j < cols; ++j)
-    last_partial_packet<S, 1>(i, rows, depth, a, lda, {b.data + j * b.col_step, b.depth_step, b.col_step},
-                              alpha, beta, c + j * ldc, ldc);
+  else
+    last_partial_packet(i, rows, cols, depth, a, lda, b, alpha, beta, c, ldc);
 }
 
 }  // namespace mtlm::backend::narrow
