@@ -113,10 +113,30 @@ struct Cpu {
         static_cast<double>(c.rows) * static_cast<double>(c.cols) * depth < parallel_gemm_min_work;
     // A (not transposed) times a few columns: read A in place rather than pack it. A transposed
     // A would make each entry a dot product, which loses to packing (measured).
-    if (ta == Transpose::no && narrow::suits(c.cols, a.cols) && (single_threaded || threads() == 1)) {
+    if (ta == Transpose::no && narrow::suits(c.cols, a.cols)) {
       const narrow::Operand<S> op_b = tb == Transpose::no ? narrow::Operand<S>{b.data, 1, b.stride}
                                                           : narrow::Operand<S>{b.data, b.stride, 1};
-      narrow::gemm(c.rows, c.cols, a.cols, alpha, a.data, a.stride, op_b, beta, c.data, c.stride);
+      auto rows = [&](Index first, Index last) {
+        narrow::gemm(last - first, c.cols, a.cols, alpha, a.data + first, a.stride, op_b, beta, c.data + first,
+                     c.stride);
+      };
+#if defined(_OPENMP)
+      // Large: each thread takes a band of whole row tiles (the last one the rest) and keeps its
+      // own panels of A in its own cache.
+      const int parts = threads();
+      const Index tile_rows = 2 * narrow::packet_size<S>;
+      const Index band = (c.rows / tile_rows + parts - 1) / std::max(parts, 1) * tile_rows;
+      if (!single_threaded && parts >= 2 && band > 0 && !omp_in_parallel()) {
+#pragma omp parallel for num_threads(parts)
+        for (int part = 0; part < parts; ++part) {
+          const Index first = std::min(c.rows, part * band);
+          const Index last = part == parts - 1 ? c.rows : std::min(c.rows, first + band);
+          if (first < last) rows(first, last);
+        }
+        return;
+      }
+#endif
+      rows(0, c.rows);
       return;
     }
     if (single_threaded) {
