@@ -1,7 +1,7 @@
 // @brief The CPU backend: host memory and Eigen kernels. Matrix products go to Eigen's GEMM
-// (multi-threaded when built with OpenMP), except those with a few columns (narrow_gemm.hpp);
-// element-wise kernels use Eigen's vectorised array functions so that tanh, logistic and erf run
-// in SIMD registers.
+// (multi-threaded when built with OpenMP), except those with few columns or a shallow depth
+// (narrow_gemm.hpp); element-wise kernels use Eigen's vectorised array functions so that tanh,
+// logistic and erf run in SIMD registers.
 #pragma once
 
 #include "mtlm/backend/backend.hpp"
@@ -16,7 +16,8 @@
 
 // MTLM_USE_CBLAS: large float and double products go to a CBLAS (OpenBLAS, BLIS, MKL), whose
 // GEMM is faster than Eigen's on some machines. Define it and link the library (CMake:
-// -DMTLM_BLAS=ON builds mtlm's own programs so). Small products stay with Eigen.
+// -DMTLM_BLAS=ON builds mtlm's own programs so). Small products stay with Eigen, and those the
+// unpacked kernel takes (few columns, shallow depth) with it.
 #if defined(MTLM_USE_CBLAS)
 #include <cblas.h>
 #endif
@@ -111,8 +112,9 @@ struct Cpu {
     const double depth = static_cast<double>(ta == Transpose::no ? a.cols : a.rows);
     const bool single_threaded =
         static_cast<double>(c.rows) * static_cast<double>(c.cols) * depth < parallel_gemm_min_work;
-    // A (not transposed) times a few columns: read A in place rather than pack it. A transposed
-    // A would make each entry a dot product, which loses to packing (measured).
+    // A (not transposed) times few columns or over a shallow depth: read A in place rather than
+    // pack it. A transposed A would make each entry a dot product, which loses to packing
+    // (measured).
     if (ta == Transpose::no && narrow::suits(c.cols, a.cols)) {
       const narrow::Operand<S> op_b = tb == Transpose::no ? narrow::Operand<S>{b.data, 1, b.stride}
                                                           : narrow::Operand<S>{b.data, b.stride, 1};

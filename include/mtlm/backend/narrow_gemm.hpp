@@ -24,7 +24,7 @@
 
 namespace mtlm::backend::narrow {
 
-/// Whether a product of this shape runs faster here than in a packing GEMM (one thread). Up to
+/// Whether a product of this shape runs faster here than in a packing GEMM (per thread). Up to
 /// 32 columns always (AVX-512, float: 115-150 GFLOP/s at 16 and 32 columns where Eigen's GEMM
 /// gives 75-100). Wider, while the panel of A that a tile keeps (2 packets x depth) fits the
 /// first-level cache: to depth 128, 8-15% ahead of Eigen at 768-1024 columns; past it every block
@@ -61,7 +61,8 @@ inline void tile(Index depth, const S* a, Index lda, Operand<S> b, S alpha, S be
   for (Index l = 0; l < depth; ++l) {
     const S* column = a + l * lda;
     // A's columns are far apart (a weight matrix has hundreds of rows): ask for the ones a few
-    // steps ahead, as a strided stream may go unnoticed by the hardware prefetcher.
+    // steps ahead, as a strided stream may go unnoticed by the hardware prefetcher. (Near the
+    // end this names addresses past A; a prefetch never faults.)
     MTLM_UNROLL for (int r = 0; r < Rows; ++r) Eigen::internal::prefetch(column + prefetch_distance * lda + r * w);
     P av[Rows];
     MTLM_UNROLL for (int r = 0; r < Rows; ++r) av[r] = Eigen::internal::ploadu<P>(column + r * w);
