@@ -323,7 +323,8 @@ TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place,
                 for (Index i = 0; i < m; ++i) C.view()(i + 1, j + 1) = nan;
             const Matrix<S, Cpu> before = C;
             const auto a = A.view().middle_rows(2, m).middle_cols(1, k);
-            const auto b = tb ? B.view().middle_rows(1, n).middle_cols(2, k) : B.view().middle_rows(1, k).middle_cols(1, n);
+            const auto b = tb ? B.view().middle_rows(1, n).middle_cols(2, k)
+                              : B.view().middle_rows(1, k).middle_cols(1, n);
             Cpu::gemm(Transpose::no, tb ? Transpose::yes : Transpose::no, S(0.75), a, b, beta,
                       C.view().middle_rows(1, m).middle_cols(1, n));
             double worst = 0;
@@ -337,8 +338,10 @@ TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place,
                   continue;
                 }
                 double sum = 0;
-                for (Index l = 0; l < k; ++l) sum += double(a(i - 1, l)) * double(tb ? b(j - 1, l) : b(l, j - 1));
-                const double expected = 0.75 * sum + (beta == S(0) ? 0.0 : double(beta) * double(before.view()(i, j)));
+                for (Index l = 0; l < k; ++l)
+                  sum += double(a(i - 1, l)) * double(tb ? b(j - 1, l) : b(l, j - 1));
+                const double kept = beta == S(0) ? 0.0 : double(beta) * double(before.view()(i, j));
+                const double expected = 0.75 * sum + kept;
                 const double error = std::abs(double(C.view()(i, j)) - expected);
                 worst = std::isnan(error) ? std::numeric_limits<double>::infinity() : std::max(worst, error);
               }

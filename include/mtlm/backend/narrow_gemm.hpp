@@ -63,7 +63,8 @@ inline void tile(Index depth, const S* a, Index lda, Operand<S> b, S alpha, S be
     // A's columns are far apart (a weight matrix has hundreds of rows): ask for the ones a few
     // steps ahead, as a strided stream may go unnoticed by the hardware prefetcher. (Near the
     // end this names addresses past A; a prefetch never faults.)
-    MTLM_UNROLL for (int r = 0; r < Rows; ++r) Eigen::internal::prefetch(column + prefetch_distance * lda + r * w);
+    const S* ahead = column + prefetch_distance * lda;
+    MTLM_UNROLL for (int r = 0; r < Rows; ++r) Eigen::internal::prefetch(ahead + r * w);
     P av[Rows];
     MTLM_UNROLL for (int r = 0; r < Rows; ++r) av[r] = Eigen::internal::ploadu<P>(column + r * w);
     MTLM_UNROLL for (int j = 0; j < Cols; ++j) {
