@@ -234,6 +234,14 @@ TEST_CASE("CPU gemm writes into strided views without touching other columns") {
   CHECK(c(2, 4) == doctest::Approx(a(2, 0) * b(0, 1) + a(2, 1) * b(1, 1)));
 }
 
+/// Entries uniform in [-1, 1], in the scalar type under test.
+template <class S>
+Matrix<S, Cpu> uniform_matrix(Index rows, Index cols, Rng& rng) {
+  Matrix<S, Cpu> x(rows, cols);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<S>(rng.uniform(-1, 1));
+  return x;
+}
+
 /// C = 0.5 op(A) op(B) + 2 C for one shape, every transpose combination, on `threads` threads.
 /// Operands are views into the middle of bigger matrices (leading dimension > rows), and C's
 /// other entries must stay untouched.
@@ -243,11 +251,7 @@ void check_large_gemm(Index m, Index n, Index k, int threads) {
   const int saved_threads = Cpu::threads();
   Cpu::set_threads(threads);
   Rng rng(5);
-  auto random = [&](Index rows, Index cols) {
-    Matrix<S, Cpu> x(rows, cols);
-    for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<S>(rng.uniform(-1, 1));
-    return x;
-  };
+  auto random = [&](Index rows, Index cols) { return uniform_matrix<S>(rows, cols, rng); };
   for (int ta = 0; ta < 2; ++ta)
     for (int tb = 0; tb < 2; ++tb) {
       const Matrix<S, Cpu> A = ta ? random(k + 3, m + 2) : random(m + 3, k + 2);
@@ -304,11 +308,7 @@ TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place,
   // sub-views with leading dimensions > rows, and beta 0 over NaN (C must not be read then).
   // 45 columns (8 x 5 + 4 + 1) take this path only because the depth is shallow.
   Rng rng(6);
-  auto random = [&](Index rows, Index cols) {
-    Matrix<S, Cpu> x(rows, cols);
-    for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<S>(rng.uniform(-1, 1));
-    return x;
-  };
+  auto random = [&](Index rows, Index cols) { return uniform_matrix<S>(rows, cols, rng); };
   const S nan = std::numeric_limits<S>::quiet_NaN();
   for (const Index m : {1, 3, 8, 16, 17, 31, 32, 33, 47, 130})
     for (const Index n : {2, 3, 5, 8, 12, 13, 16, 31, 32, 45})

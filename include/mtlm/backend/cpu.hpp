@@ -127,7 +127,7 @@ struct Cpu {
       // own panels of A in its own cache.
       const int parts = threads();
       const Index tile_rows = 2 * narrow::packet_size<S>;
-      const Index band = (c.rows / tile_rows + parts - 1) / std::max(parts, 1) * tile_rows;
+      const Index band = (c.rows / tile_rows + parts - 1) / parts * tile_rows;
       if (!single_threaded && parts >= 2 && band > 0 && !omp_in_parallel()) {
 #pragma omp parallel for num_threads(parts)
         for (int part = 0; part < parts; ++part) {

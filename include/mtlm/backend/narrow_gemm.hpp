@@ -76,12 +76,19 @@ inline void tile(Index depth, const S* a, Index lda, Operand<S> b, S alpha, S be
   MTLM_UNROLL for (int j = 0; j < Cols; ++j)
     MTLM_UNROLL for (int r = 0; r < Rows; ++r) {
       S* out = c + j * ldc + r * w;
-      // beta = 0 never reads C (BLAS semantics: it may hold anything, NaN included).
+      // As merge(), a packet at a time.
       const P v = beta == S(0) ? Eigen::internal::pmul(pa, acc[j][r])
                                : Eigen::internal::pmadd(pb, Eigen::internal::ploadu<P>(out),
                                                         Eigen::internal::pmul(pa, acc[j][r]));
       Eigen::internal::pstoreu(out, v);
     }
+}
+
+/// One entry of C from its product: beta = 0 never reads C (BLAS semantics: it may hold
+/// anything, NaN included).
+template <class S>
+inline void merge(S& out, S product, S beta) {
+  out = beta == S(0) ? product : beta * out + product;
 }
 
 /// Rows [first, rows) of C, fewer than a packet, one dot product each.
@@ -92,8 +99,7 @@ inline void remainder_rows(Index first, Index rows, Index cols, Index depth, con
     for (Index i = first; i < rows; ++i) {
       S sum(0);
       for (Index l = 0; l < depth; ++l) sum += a[i + l * lda] * b(l, j);
-      S& out = c[i + j * ldc];
-      out = beta == S(0) ? alpha * sum : beta * out + alpha * sum;
+      merge(c[i + j * ldc], alpha * sum, beta);
     }
 }
 
@@ -132,11 +138,7 @@ inline void last_partial_packet(Index first, Index rows, Index cols, Index depth
     alignas(64) S scratch[w * Cols];
     tile<S, 1, Cols>(depth, a + start, lda, b.from_column(j), alpha, S(0), scratch, w);
     for (int jj = 0; jj < Cols; ++jj)
-      for (Index i = first; i < rows; ++i) {
-        S& out = c[i + (j + jj) * ldc];
-        const S product = scratch[i - start + jj * w];
-        out = beta == S(0) ? product : beta * out + product;
-      }
+      for (Index i = first; i < rows; ++i) merge(c[i + (j + jj) * ldc], scratch[i - start + jj * w], beta);
   });
 }
 
