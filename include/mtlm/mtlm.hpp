@@ -58,6 +58,7 @@
 #include "mtlm/heads/pooled_projection.hpp"
 #include "mtlm/heads/regression.hpp"
 #include "mtlm/heads/sequence_classifier.hpp"
+#include "mtlm/heads/stacked_head.hpp"
 #include "mtlm/heads/token_tagger.hpp"
 
 #include "mtlm/model/loss_weighting.hpp"
