@@ -2,10 +2,10 @@
 // targets, tied weights, learned loss weighting, and a toy task pair learned end to end.
 #include <doctest/doctest.h>
 
+#include <mtlm/heads/crf_tagger.hpp>
 #include <mtlm/heads/lm_head.hpp>
 #include <mtlm/heads/multi_label.hpp>
 #include <mtlm/heads/regression.hpp>
-#include <mtlm/heads/crf_tagger.hpp>
 #include <mtlm/heads/sequence_classifier.hpp>
 #include <mtlm/heads/stacked_head.hpp>
 #include <mtlm/heads/token_tagger.hpp>
@@ -46,6 +46,23 @@ ThreeHeads<S> make_three_heads() {
   return ThreeHeads<S>(Trunk<S>(Embedding<Dynamic, 4, S>(vocab)),
                        SequenceClassifier<8, Dynamic, PoolingKind::max, 5, S>(3),
                        TokenTagger<8, Dynamic, S>(4), LanguageModelHead<8, Dynamic, LmDirection::both_directions, true, S>(vocab));
+}
+
+// One task keeps a recurrent layer of its own above the shared trunk; the other reads the trunk.
+template <class S>
+using PrivateLayers = Sequential<BiLstm<8, 3, S>, Dropout<S>>;
+template <class S>
+using PrivateTagger = StackedHead<PrivateLayers<S>, CrfTagger<6, Dynamic, S>>;
+template <class S>
+using SharedAndPrivate =
+    MultiTask<Trunk<S>, Task<"intent", SequenceClassifier<8, Dynamic, PoolingKind::mean, 0, S>>,
+              Task<"tags", PrivateTagger<S>, std::ratio<2>>>;
+
+template <class S>
+SharedAndPrivate<S> make_shared_and_private() {
+  return SharedAndPrivate<S>(
+      Trunk<S>(Embedding<Dynamic, 4, S>(vocab)), SequenceClassifier<8, Dynamic, PoolingKind::mean, 0, S>(3),
+      PrivateTagger<S>(PrivateLayers<S>(BiLstm<8, 3, S>(), Dropout<S>(0.0)), CrfTagger<6, Dynamic, S>(4)));
 }
 
 Batch padded_batch() {
@@ -135,28 +152,8 @@ TEST_CASE("MultiTask: a task without targets adds no loss and no gradient") {
   CHECK(report.max_error < 1e-6);
 }
 
-namespace {
-
-// One task keeps a recurrent layer of its own above the shared trunk; the other reads the trunk.
-template <class S>
-using PrivateTagger =
-    StackedHead<Sequential<BiLstm<8, 3, S>, Dropout<S>>, CrfTagger<6, Dynamic, S>>;
-template <class S>
-using SharedAndPrivate =
-    MultiTask<Trunk<S>, Task<"intent", SequenceClassifier<8, Dynamic, PoolingKind::mean, 0, S>>,
-              Task<"tags", PrivateTagger<S>, std::ratio<2>>>;
-
-template <class S>
-SharedAndPrivate<S> make_shared_and_private() {
-  return SharedAndPrivate<S>(Trunk<S>(Embedding<Dynamic, 4, S>(vocab)),
-                             SequenceClassifier<8, Dynamic, PoolingKind::mean, 0, S>(3),
-                             PrivateTagger<S>(Sequential<BiLstm<8, 3, S>, Dropout<S>>(BiLstm<8, 3, S>(), Dropout<S>(0.0)),
-                                              CrfTagger<6, Dynamic, S>(4)));
-}
-
-}  // namespace
-
-TEST_CASE("StackedHead: a task's own layers train only with its targets, and its gradient matches finite differences") {
+TEST_CASE("StackedHead: a task's own layers train only with its targets, and its gradient "
+          "matches finite differences") {
   Rng rng(7);
   auto model = make_shared_and_private<double>();
   model.initialize(rng);

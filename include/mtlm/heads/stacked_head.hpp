@@ -37,8 +37,6 @@ class StackedHead {
   using Scalar = typename Head::Scalar;
   using BackendType = typename Head::BackendType;
   using Target = typename Head::Target;
-  using LayersType = Layers;
-  using HeadType = Head;
   static constexpr Index input_dim = Layers::input_dim;
 
   StackedHead() = default;
