@@ -197,6 +197,20 @@ double max_abs_outside(const HostMatrix& m, const std::function<bool(Index)>& ke
 
 const std::vector<std::string> bio_labels{"O", "B-PER", "I-PER", "B-LOC", "I-LOC"};
 
+const std::vector<std::string> bioes_labels{"O", "B-PER", "I-PER", "E-PER", "S-PER"};
+
+/// A BIOES path over bioes_labels: B and I continue into I or E; only B and I lead into I or E.
+bool valid_bioes(const std::vector<std::int32_t>& path) {
+  auto open = [](std::int32_t tag) { return tag == 1 || tag == 2; };
+  auto inside = [](std::int32_t tag) { return tag == 2 || tag == 3; };
+  for (std::size_t t = 0; t <= path.size(); ++t) {
+    const bool was_open = t > 0 && open(path[t - 1]);
+    const bool continues = t < path.size() && inside(path[t]);
+    if (was_open != continues) return false;
+  }
+  return true;
+}
+
 bool valid_bio(const std::vector<std::int32_t>& path) {
   for (std::size_t t = 0; t < path.size(); ++t) {
     const std::string& tag = bio_labels[std::size_t(path[t])];
@@ -443,6 +457,20 @@ TEST_CASE("LinearChainCrf: gradients match finite differences on padded batches"
         if (!crf.transition_allowed(i, j)) CHECK(crf.transitions().grad(i, j) == 0.0);
     }
   }
+  SUBCASE("with BIOES constraints: excluded entries, including the ends, get zero gradient") {
+    LinearChainCrf<Dynamic, double> crf(5);
+    randomize(crf, rng);
+    crf.set_bio_constraints(bioes_labels);
+    // Valid BIOES sequences of lengths 4, 2, 3.
+    const Tags tags{{1, 2, 3, 0}, {4, 4}, {0, 1, 3}};
+    worst = std::max(worst, run(crf, tags, 1.0));
+    for (Index i = 0; i < 5; ++i) {
+      if (!crf.start_allowed(i)) CHECK(crf.start().grad(i, 0) == 0.0);
+      if (!crf.end_allowed(i)) CHECK(crf.end().grad(i, 0) == 0.0);
+      for (Index j = 0; j < 5; ++j)
+        if (!crf.transition_allowed(i, j)) CHECK(crf.transitions().grad(i, j) == 0.0);
+    }
+  }
   MESSAGE("CRF gradient check: max relative error " << worst);
 }
 
@@ -519,6 +547,73 @@ TEST_CASE(
     CHECK(worst_log_z < 1e-6);
     CHECK(worst_marginal < 1e-4);
   }
+}
+
+TEST_CASE("LinearChainCrf: BIOES constraints, chosen by the tag names, decode the best valid path") {
+  Rng rng(5);
+  LinearChainCrf<Dynamic, double> crf(5);
+  randomize(crf, rng);
+  crf.set_bio_constraints(bioes_labels);
+  // O B-PER I-PER E-PER S-PER: an entity opened by B or I must go on with I or E, and only there.
+  CHECK_FALSE(crf.start_allowed(2));
+  CHECK_FALSE(crf.start_allowed(3));
+  CHECK(crf.start_allowed(1));
+  CHECK(crf.start_allowed(4));
+  CHECK_FALSE(crf.end_allowed(1));
+  CHECK_FALSE(crf.end_allowed(2));
+  CHECK(crf.end_allowed(3));
+  CHECK_FALSE(crf.transition_allowed(1, 0));  // B -> O leaves the entity open
+  CHECK_FALSE(crf.transition_allowed(2, 4));  // I -> S likewise
+  CHECK_FALSE(crf.transition_allowed(0, 3));  // O -> E closes nothing
+  CHECK_FALSE(crf.transition_allowed(3, 2));  // E -> I
+  CHECK(crf.transition_allowed(1, 3));
+  CHECK(crf.transition_allowed(3, 1));
+  CHECK(crf.transition_allowed(4, 4));
+  int valid_paths = 0;
+  for (int code = 0; code < 5 * 5 * 5; ++code) {
+    const std::vector<std::int32_t> path{code % 5, code / 5 % 5, code / 25};
+    bool allowed = crf.start_allowed(path[0]) && crf.end_allowed(path[2]);
+    for (std::size_t t = 1; t < path.size(); ++t) allowed = allowed && crf.transition_allowed(path[t - 1], path[t]);
+    CHECK(allowed == valid_bioes(path));
+    valid_paths += allowed;
+  }
+  CHECK(valid_paths > 0);
+
+  // Emissions favouring B and I everywhere: unconstrained Viterbi leaves entities open.
+  const Batch batch = batch_of_lengths({4, 3, 1, 2});
+  HostMatrix A, start, end;
+  int invalid_unconstrained = 0;
+  for (int trial = 0; trial < 30; ++trial) {
+    HostMatrix emissions = random_emissions<double>(5, batch, rng, 2.0);
+    for (Index c = 0; c < emissions.cols(); ++c) {
+      emissions(1, c) += 6.0;
+      emissions(2, c) += 5.0;
+    }
+    const Tags decoded = crf.decode(emissions.view(), batch);
+    const HostMatrix marginals = crf.marginals(emissions.view(), batch);
+    effective(crf, A, start, end);
+    for (Index b = 0; b < batch.batch_size; ++b) {
+      CHECK(valid_bioes(decoded[std::size_t(b)]));
+      const Enumerated e = enumerate(emissions, batch, b, A, start, end);
+      CHECK(decoded[std::size_t(b)] == e.best);
+      CHECK(crf.log_partition()[std::size_t(b)] == doctest::Approx(e.log_z).epsilon(1e-12));
+      const Index last = batch.column(b, batch.lengths[std::size_t(b)] - 1);
+      CHECK(marginals(1, last) == 0.0);  // B cannot end a sequence
+    }
+    LinearChainCrf<Dynamic, double> free(5);
+    free.for_each_param([&](std::string_view name, auto& p) {
+      crf.for_each_param([&](std::string_view other, auto& q) {
+        if (name == other) p.value = q.value;
+      });
+    });
+    for (const auto& path : free.decode(emissions.view(), batch))
+      invalid_unconstrained += !valid_bioes(path);
+  }
+  CHECK(invalid_unconstrained > 0);
+  // A gold path that leaves an entity open is an error.
+  const HostMatrix emissions = random_emissions<double>(5, batch, rng);
+  CHECK_THROWS_AS(crf.forward(emissions.view(), batch, Tags{{0, 1, 0, 0}, {0, 0, 0}, {0}, {0, 0}}), Error);
+  CHECK_NOTHROW(crf.forward(emissions.view(), batch, Tags{{0, 1, 3, 0}, {4, 0, 0}, {4}, {1, 3}}));
 }
 
 TEST_CASE("LinearChainCrf: BIO constraints are never violated, even when emissions favour it") {

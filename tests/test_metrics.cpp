@@ -1,7 +1,9 @@
 // Metrics: accuracy and per-class / macro / micro P-R-F1, conlleval span F1 (hand-worked cases
-// and a cross-check against seqeval), exact match, perplexity.
+// and a cross-check against seqeval), BIO <-> BIOES conversion, exact match, perplexity.
 #include <doctest/doctest.h>
 
+#include <mtlm/core/random.hpp>
+#include <mtlm/data/tag_scheme.hpp>
 #include <mtlm/metrics/classification.hpp>
 #include <mtlm/metrics/exact_match.hpp>
 #include <mtlm/metrics/perplexity.hpp>
@@ -130,6 +132,34 @@ TEST_CASE("extract_spans handles BIOES") {
   CHECK(spans({"S-X", "I-X"}) == std::vector<Span>{span("X", 0, 1), span("X", 1, 2)});
   CHECK(spans({"B-X", "S-X"}) == std::vector<Span>{span("X", 0, 1), span("X", 1, 2)});
   CHECK_THROWS_AS(spans({"B-X", ""}), Error);
+}
+
+TEST_CASE("to_bioes and to_bio rewrite the tags, never the entities") {
+  SUBCASE("by hand") {
+    const Tags bio{"B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-LOC", "I-LOC", "B-MISC"};
+    const Tags bioes{"B-PER", "E-PER", "O", "S-LOC", "B-LOC", "I-LOC", "E-LOC", "S-MISC"};
+    CHECK(to_bioes(bio) == bioes);
+    CHECK(to_bio(bioes) == bio);
+    CHECK(is_bioes(bioes));
+    CHECK_FALSE(is_bioes(bio));
+    CHECK(to_bioes(Tags{"I-ORG", "I-ORG", "O", "I-PER"}) == Tags{"B-ORG", "E-ORG", "O", "S-PER"});  // IOB1
+    CHECK(to_bio(Tags{"O", "E-PER", "S-LOC"}) == Tags{"O", "B-PER", "B-LOC"});  // as conlleval reads them
+    CHECK(to_bioes(Tags{}).empty());
+  }
+  SUBCASE("random sequences of every prefix: the same entities in both encodings, round trips exact") {
+    Rng rng(11);
+    const Tags alphabet{"O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"};
+    for (int trial = 0; trial < 500; ++trial) {
+      Tags tags(rng.below(10));
+      for (auto& t : tags) t = alphabet[rng.below(alphabet.size())];
+      const Tags bioes = to_bioes(tags), bio = to_bio(tags);
+      CHECK(spans(bioes) == spans(tags));
+      CHECK(spans(bio) == spans(tags));
+      CHECK(to_bio(bioes) == bio);
+      CHECK(to_bioes(bio) == bioes);
+      CHECK(bioes.size() == tags.size());
+    }
+  }
 }
 
 TEST_CASE("span_f1 by hand: type and both boundaries must match") {

@@ -20,6 +20,7 @@
 #include "mtlm/data/batcher.hpp"
 #include "mtlm/data/char_features.hpp"
 #include "mtlm/data/readers.hpp"
+#include "mtlm/data/tag_scheme.hpp"
 #include "mtlm/data/text_io.hpp"
 #include "mtlm/data/tokenizer.hpp"
 #include "mtlm/data/utf8.hpp"

@@ -617,9 +617,11 @@ class LinearChainCrf {
 
   // ---- constraints ---------------------------------------------------------------------------
 
-  /// BIO constraints from the tag names (`labels[i]` names tag i): I-X may only follow B-X or I-X
-  /// and may not start a sequence. Other tags (O, B-X, anything else) stay unconstrained.
-  /// Replaces any earlier constraints.
+  /// Span-scheme constraints from the tag names (`labels[i]` names tag i). BIO (IOB2): I-X may
+  /// only follow B-X or I-X and may not start a sequence. BIOES, chosen when any name starts with
+  /// E- or S-: I-X and E-X may only follow B-X or I-X, B-X and I-X must be followed by I-X or E-X
+  /// (so they may not end a sequence), and I-X and E-X may not start one. Other names (O, or tags
+  /// without a prefix) are unconstrained except by those rules. Replaces earlier constraints.
   void set_bio_constraints(const std::vector<std::string>& labels) {
     if (static_cast<Index>(labels.size()) != tags_)
       throw ShapeError(
@@ -629,14 +631,28 @@ class LinearChainCrf {
     auto type_of = [](std::string_view label, std::string_view prefix) {
       return label.starts_with(prefix) ? label.substr(prefix.size()) : std::string_view{};
     };
+    const bool bioes = std::any_of(labels.begin(), labels.end(), [](const std::string& l) {
+      return l.starts_with("E-") || l.starts_with("S-");
+    });
+    // The entity a tag leaves open for the next one ("" when none), and the one it continues.
+    auto opens = [&](std::string_view l) {
+      const std::string_view b = type_of(l, "B-");
+      return b.empty() ? type_of(l, "I-") : b;
+    };
+    auto continues = [&](std::string_view l) {
+      const std::string_view i = type_of(l, "I-");
+      return i.empty() && bioes ? type_of(l, "E-") : i;
+    };
     for (Index j = 0; j < tags_; ++j) {
-      const std::string_view inside = type_of(labels[static_cast<std::size_t>(j)], "I-");
-      if (inside.empty()) continue;
-      set_start_allowed(j, false);
+      const std::string_view to = labels[static_cast<std::size_t>(j)];
+      const std::string_view inside = continues(to);
+      if (!inside.empty()) set_start_allowed(j, false);
+      if (bioes && !opens(to).empty()) set_end_allowed(j, false);
       for (Index i = 0; i < tags_; ++i) {
-        const std::string_view from = labels[static_cast<std::size_t>(i)];
-        set_transition_allowed(i, j,
-                               type_of(from, "B-") == inside || type_of(from, "I-") == inside);
+        const std::string_view open = opens(labels[static_cast<std::size_t>(i)]);
+        // BIO lets an open entity end anywhere; BIOES closes it only with E-.
+        const bool allowed = inside.empty() ? !bioes || open.empty() : open == inside;
+        set_transition_allowed(i, j, allowed);
       }
     }
   }
