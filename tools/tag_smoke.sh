@@ -8,9 +8,10 @@
 # fixtures in tests/fixtures/tagging, which have the same layout). The slice (the first 300
 # blocks of each CoNLL file, the first 500 rows of each SST-2 file) goes to a temporary folder,
 # never into the repository. Steps: train one epoch on all four tasks, eval --json, predict one
-# sentence, train and eval a task subset (--tasks ner) and an ensemble of two, and check that
-# malformed input (a CoNLL line with 3 fields, an SST-2 label that is not 0/1) fails with
-# file:line and a non-zero exit.
+# sentence, train and eval a task subset (--tasks ner) and an ensemble of two with BIOES CRFs
+# (whose predictions must come back in BIO), and check that malformed input (a CoNLL line with 3
+# fields, an SST-2 label that is not 0/1, an unknown tag scheme) fails with a clear message and a
+# non-zero exit.
 set -euo pipefail
 if [ $# -ne 3 ]; then
   echo "usage: $0 MTLM_TAG CONLL_DIR SST2_DIR" >&2
@@ -71,9 +72,9 @@ grep -Eq "\"ner_f1\": $fraction," "$work/ner.json" || fail "subset: no ner_f1"
 grep -q '"pos_accuracy": null, "chunk_f1": null' "$work/ner.json" || fail "subset: untrained tasks not null"
 grep -q '"sentiment_accuracy": null' "$work/ner.json" || fail "subset: sentiment not null"
 
-echo "== ensemble of two (trained side by side), eval and predict"
+echo "== ensemble of two (trained side by side, BIOES CRFs), eval and predict"
 "$tag" train --conll "$work/conll" --sst2 "$work/sst2" --out "$work/ens" --epochs 1 --threads 2 --ensemble 2 \
-  2>"$work/ens.log" || { cat "$work/ens.log"; fail "train --ensemble 2"; }
+  --tag-scheme bioes 2>"$work/ens.log" || { cat "$work/ens.log"; fail "train --ensemble 2 --tag-scheme bioes"; }
 grep -q "ensemble of 2 on dev" "$work/ens.log" || fail "ensemble: no dev scores of the ensemble"
 "$tag" eval --model "$work/ens" --conll "$work/conll" --sst2 "$work/sst2" --json | tee "$work/ens.json"
 for key in pos_accuracy chunk_f1 ner_f1 sentiment_accuracy; do
@@ -81,6 +82,7 @@ for key in pos_accuracy chunk_f1 ner_f1 sentiment_accuracy; do
 done
 printf 'EU rejects German call to boycott British lamb .\n' | "$tag" predict --model "$work/ens" >"$work/ens.pred"
 grep -q '"ner": \["' "$work/ens.pred" || fail "ensemble predict: no NER tags"
+! grep -q '"[ES]-' "$work/ens.pred" || fail "ensemble predict: BIOES tags in the output, expected BIO"
 
 echo "== malformed input"
 mkdir -p "$work/bad"
@@ -100,6 +102,10 @@ if "$tag" train --conll "$work/conll" --sst2 "$work/badsst" --out "$work/bad.m" 
 fi
 cat "$work/err"
 grep -q "badsst/train.tsv:3: label \"2\", expected 0 or 1" "$work/err" || fail "SST-2 error does not name file:line"
+if "$tag" train --conll "$work/conll" --sst2 "$work/sst2" --out "$work/bad.m" --tag-scheme iob1 2>"$work/err"; then
+  fail "an unknown tag scheme was accepted"
+fi
+grep -q 'tag-scheme expects bio or bioes, got "iob1"' "$work/err" || fail "tag scheme error"
 if "$tag" eval --model "$work/eval.json" --conll "$work/conll" 2>"$work/err"; then fail "a non-model file was accepted"; fi
 grep -q "eval.json" "$work/err" || fail "a bad model file is not named"
 

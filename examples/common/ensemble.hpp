@@ -54,8 +54,9 @@ inline void add_softmax(const mtlm::Matrix<float, mtlm::Cpu>& logits, Eigen::Mat
   }
 }
 
-/// The most probable BIO-valid tag sequences under summed per-token probabilities (Tags x B*T):
-/// a CRF whose scores are all zero decodes the log-probabilities under its constraints alone.
+/// The most probable valid tag sequences (BIO, or BIOES when the tags say so) under summed
+/// per-token probabilities (Tags x B*T): a CRF whose scores are all zero decodes the
+/// log-probabilities under its constraints alone.
 class BioPosteriorDecoder {
  public:
   using TagSequences = mtlm::LinearChainCrf<mtlm::Dynamic>::TagSequences;

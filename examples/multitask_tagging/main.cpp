@@ -6,6 +6,7 @@
 //                    [--time-budget S] [--tasks pos,chunk,ner,sentiment] [--lr X] [--batch-size N]
 //                    [--sampling round-robin|temperature|proportional] [--temperature T] [--mix C:S]
 //                    [--lr-decay cosine|none] [--ensemble K] [--average D] [--lazy-adam]
+//                    [--tag-scheme bio|bioes]
 //   mtlm-tag eval    --model MODEL --conll DIR --sst2 DIR [--split test|dev] [--json]
 //   mtlm-tag predict --model MODEL            (one sentence per line on stdin, JSON lines out)
 //
@@ -113,7 +114,8 @@ int main(int argc, char** argv) {
                                       {"batch-size", false}, {"dropout", false}, {"word-dropout", false},
                                       {"tasks", false}, {"sampling", false}, {"temperature", false}, {"mix", false},
                                       {"lr-decay", false}, {"ensemble", false},
-                                      {"average", false}, {"lazy-adam", true}}));
+                                      {"average", false}, {"lazy-adam", true},
+                                      {"tag-scheme", false}}));
     if (command == "eval")
       return eval(parse(argc, argv, {{"model", false}, {"conll", false}, {"sst2", false}, {"split", false},
                                      {"json", true}, {"threads", false}}));
@@ -123,6 +125,7 @@ int main(int argc, char** argv) {
                  "                   [--time-budget S] [--tasks pos,chunk,ner,sentiment] [--lr X] [--batch-size N]\n"
                  "                   [--sampling round-robin|temperature|proportional] [--temperature T] [--mix C:S]\n"
                  "                   [--dropout P] [--word-dropout P] [--lr-decay cosine|none] [--average D] [--lazy-adam]\n"
+                 "                   [--tag-scheme bio|bioes]  (how the chunk and NER CRFs encode spans)\n"
                  "                   [--ensemble K]  (K models, trained --threads at a time, probabilities averaged)\n"
                  "  mtlm-tag eval    --model MODEL --conll DIR --sst2 DIR [--split test|dev] [--json]\n"
                  "  mtlm-tag predict --model MODEL   (sentences on stdin, one JSON object per line out)\n";

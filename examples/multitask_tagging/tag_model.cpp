@@ -40,8 +40,18 @@ std::vector<mtlm::ConllSentence> read_conll2003(const std::filesystem::path& pat
   return mtlm::read_conll(path, {.columns = 4});
 }
 
+namespace {
+
+/// A CRF column's tags as its label set encodes them (CoNLL's BIO, or BIOES).
+std::vector<std::string> as_encoded(const mtlm::LabelSet& set, const std::vector<std::string>& tags) {
+  return mtlm::is_bioes(set.labels()) ? mtlm::to_bioes(tags) : tags;
+}
+
+}  // namespace
+
 Vocabularies build_vocabularies(const std::vector<mtlm::ConllSentence>& conll,
-                                const std::vector<mtlm::SequenceExample>& sst2, const TaskSet& tasks) {
+                                const std::vector<mtlm::SequenceExample>& sst2, const TaskSet& tasks,
+                                TagScheme scheme) {
   std::vector<std::vector<std::string>> sentences;
   if (tasks.conll()) sentences = tokens_of(conll);
   if (tasks.sentiment)
@@ -54,7 +64,9 @@ Vocabularies build_vocabularies(const std::vector<mtlm::ConllSentence>& conll,
   word_options.normalizer = {.lowercase = true, .digits_to_zero = true};
   std::vector<std::vector<std::string>> columns[3];
   for (const auto& s : conll)
-    for (std::size_t c = 0; c < 3; ++c) columns[c].push_back(s.tags[c]);
+    for (std::size_t c = 0; c < 3; ++c)
+      columns[c].push_back(scheme == TagScheme::bioes && c != mtlm::conll2003::pos ? mtlm::to_bioes(s.tags[c])
+                                                                                   : s.tags[c]);
   Vocabularies v{mtlm::Vocabulary::build(sentences, word_options),
                  mtlm::CharVocabulary::build(sentences),
                  mtlm::LabelSet::build(columns[mtlm::conll2003::pos]),
@@ -81,7 +93,8 @@ Model make_model(const Vocabularies& v, const Hyperparameters& h) {
                     mtlm::BiLstm<word_dim + char_filters, hidden>(), mtlm::Dropout<>(h.dropout)),
               PosHead(v.pos.size()), ChunkHead(v.chunk.size(), features, crf), NerHead(v.ner.size(), features, crf),
               SentimentHead(v.sentiment.size())};
-  // Both CRF columns are IOB2: an I-X may only continue an X (configuration, not weights).
+  // Both CRF columns are BIO or BIOES: an I-X may only continue an X, and with BIOES an entity
+  // ends only with E-X (configuration, not weights; the label set says which encoding).
   model.head<"chunk">().set_bio_constraints(v.chunk.labels());
   model.head<"ner">().set_bio_constraints(v.ner.labels());
   // A batch touches a few hundred of the table's words: zeroing and clipping skip the rest.
@@ -124,8 +137,8 @@ EncodedSet encode(const std::vector<mtlm::ConllSentence>& data, const Vocabulari
     detail::add_sentence(out, s.tokens, v);
     if (with_targets) {
       out.pos.push_back(detail::tag_ids(v.pos, s.tags[mtlm::conll2003::pos]));
-      out.chunk.push_back(detail::tag_ids(v.chunk, s.tags[mtlm::conll2003::chunk]));
-      out.ner.push_back(detail::tag_ids(v.ner, s.tags[mtlm::conll2003::ner]));
+      out.chunk.push_back(detail::tag_ids(v.chunk, as_encoded(v.chunk, s.tags[mtlm::conll2003::chunk])));
+      out.ner.push_back(detail::tag_ids(v.ner, as_encoded(v.ner, s.tags[mtlm::conll2003::ner])));
     }
   }
   return out;
@@ -202,6 +215,10 @@ Predictions predict(std::span<Model> models, const EncodedSet& set, const Vocabu
     if (tasks.ner) keep(out.ner, v.ner, ner_decoder.decode(ner_sum, batch));
     if (tasks.sentiment) keep_sentiment(examples::column_argmax(sentiment_sum));
   }
+  // BIOES-trained CRFs answer in the corpus's BIO, so scores and output read one encoding.
+  for (auto [tags, set] : {std::pair{&out.chunk, &v.chunk}, {&out.ner, &v.ner}})
+    if (mtlm::is_bioes(set->labels()))
+      for (auto& sentence : *tags) sentence = mtlm::to_bio(sentence);
   return out;
 }
 

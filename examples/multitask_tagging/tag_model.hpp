@@ -90,6 +90,11 @@ struct Hyperparameters {
   double word_dropout = 0.05;
 };
 
+/// How the chunk and NER CRFs encode spans. CoNLL's files are BIO (IOB2); with BIOES the CRFs
+/// learn entity ends (E-) and single-token entities (S-) as tags of their own. The label sets
+/// stored with a model say which it is, and predictions are always given back in BIO.
+enum class TagScheme { bio, bioes };
+
 /// SST-2 (GLUE layout, "sentence<TAB>label") with its labels 0 / 1 read as negative / positive.
 std::vector<mtlm::SequenceExample> read_sst2(const std::filesystem::path& path);
 
@@ -103,9 +108,11 @@ std::vector<mtlm::ConllSentence> read_conll2003(const std::filesystem::path& pat
 /// seen only by an untrained task would get an untrained vector instead of <unk>'s); the tag
 /// sets always come from CoNLL, so every head has its size.
 Vocabularies build_vocabularies(const std::vector<mtlm::ConllSentence>& conll,
-                                const std::vector<mtlm::SequenceExample>& sst2, const TaskSet& tasks);
+                                const std::vector<mtlm::SequenceExample>& sst2, const TaskSet& tasks,
+                                TagScheme scheme = TagScheme::bio);
 
-/// An untrained model sized for `v`, its chunk and NER CRFs restricted to valid IOB2 sequences.
+/// An untrained model sized for `v`, its chunk and NER CRFs restricted to valid sequences of
+/// their label sets' encoding (BIO or BIOES).
 Model make_model(const Vocabularies& v, const Hyperparameters& h);
 
 /// Random initial weights; word vectors are uniform in +-sqrt(3 / word_dim) (variance 1/dim, as

@@ -55,6 +55,10 @@ mtlm::train::TaskSampling sampling_of(const Args& args) {
 
 int train_command(const Args& args) {
   const TaskSet tasks = TaskSet::parse(args.get("tasks", "pos,chunk,ner,sentiment"), "--tasks");
+  const std::string scheme_name = args.get("tag-scheme", "bio");
+  if (scheme_name != "bio" && scheme_name != "bioes")
+    throw mtlm::Error("--tag-scheme expects bio or bioes, got \"" + scheme_name + "\"");
+  const TagScheme scheme = scheme_name == "bioes" ? TagScheme::bioes : TagScheme::bio;
   const std::filesystem::path conll = args.need("conll");  // always: the tag sets size the heads
   const std::filesystem::path out = args.need("out");
   const auto conll_train = read_conll2003(conll / "train.txt");
@@ -84,7 +88,7 @@ int train_command(const Args& args) {
   const int rounds = (members + side_by_side - 1) / side_by_side;
   const int threads_per_member = std::max(1, threads / side_by_side);
 
-  const Vocabularies vocab = build_vocabularies(conll_train, sst2_train, tasks);
+  const Vocabularies vocab = build_vocabularies(conll_train, sst2_train, tasks, scheme);
   // The datasets the sampler mixes: CoNLL batches carry the tag tasks, SST-2 batches sentiment.
   std::vector<EncodedSet> datasets;
   if (tasks.conll()) datasets.push_back(encode(conll_train, vocab, true));
