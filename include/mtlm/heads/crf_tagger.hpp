@@ -1,7 +1,7 @@
 // @brief CrfTagger: one tag per token (slots, NER, chunks) from a linear projection of the trunk's
 // features followed by a linear-chain CRF, in place of TokenTagger's per-token softmax: the loss
 // and the decoding see whole tag sequences, so tags that depend on the previous tag are learned
-// and invalid BIO sequences can be excluded (set_bio_constraints).
+// and invalid BIO or BIOES sequences can be excluded (set_bio_constraints).
 //
 // Target: for each sequence of the batch, one tag id per real token; an empty vector or all
 // ignore_index marks a sequence without tags (no loss). Unlike TokenTagger, a sequence cannot be
@@ -62,7 +62,8 @@ class CrfTagger {
     return crf_.marginals(emissions_->view(), batch);
   }
 
-  /// I-X may only follow B-X or I-X and may not start a sequence; tag_names[i] names tag i.
+  /// BIO: I-X may only follow B-X or I-X and may not start a sequence; BIOES (any E-/S- name)
+  /// also closes every entity with E-X. tag_names[i] names tag i (LinearChainCrf has the rules).
   void set_bio_constraints(const std::vector<std::string>& tag_names) {
     crf_.set_bio_constraints(tag_names);
   }
