@@ -246,7 +246,7 @@ Matrix<S, Cpu> uniform_matrix(Index rows, Index cols, Rng& rng) {
 /// Operands are views into the middle of bigger matrices (leading dimension > rows), and C's
 /// other entries must stay untouched.
 template <class S>
-void check_large_gemm(Index m, Index n, Index k, int threads) {
+void check_large_gemm(Index m, Index n, Index k, int threads, bool with_bias = false) {
   REQUIRE(double(m) * double(n) * double(k) >= Cpu::parallel_gemm_min_work);
   const int saved_threads = Cpu::threads();
   Cpu::set_threads(threads);
@@ -257,11 +257,12 @@ void check_large_gemm(Index m, Index n, Index k, int threads) {
       const Matrix<S, Cpu> A = ta ? random(k + 3, m + 2) : random(m + 3, k + 2);
       const Matrix<S, Cpu> B = tb ? random(n + 3, k + 2) : random(k + 3, n + 2);
       Matrix<S, Cpu> C = random(m + 4, n + 1);
+      const Matrix<S, Cpu> bias = random(m, 1);
       const Matrix<S, Cpu> before = C;
       const auto a = A.view().middle_rows(1, ta ? k : m).middle_cols(1, ta ? m : k);
       const auto b = B.view().middle_rows(2, tb ? n : k).middle_cols(1, tb ? k : n);
       Cpu::gemm(ta ? Transpose::yes : Transpose::no, tb ? Transpose::yes : Transpose::no, S(0.5), a, b,
-                S(2), C.view().middle_rows(3, m).middle_cols(1, n));
+                S(2), C.view().middle_rows(3, m).middle_cols(1, n), with_bias ? bias.data() : nullptr);
       double worst = 0;
       bool outside_untouched = true;
       for (Index i = 0; i < m + 4; ++i)
@@ -272,7 +273,7 @@ void check_large_gemm(Index m, Index n, Index k, int threads) {
             double sum = 0;
             for (Index l = 0; l < k; ++l)
               sum += double(ta ? a(l, i - 3) : a(i - 3, l)) * double(tb ? b(j - 1, l) : b(l, j - 1));
-            expected = 2 * expected + 0.5 * sum;
+            expected = 2 * expected + 0.5 * sum + (with_bias ? double(bias.view()(i - 3, 0)) : 0.0);
           }
           worst = std::max(worst, std::abs(double(C.view()(i, j)) - expected));
           if (!inside) outside_untouched &= C.view()(i, j) == before.view()(i, j);
@@ -281,6 +282,7 @@ void check_large_gemm(Index m, Index n, Index k, int threads) {
       CAPTURE(threads);
       CAPTURE(ta);
       CAPTURE(tb);
+      CAPTURE(with_bias);
       CHECK(outside_untouched);
       CHECK(worst < (std::is_same_v<S, float> ? 5e-4 : 1e-12));
     }
@@ -291,21 +293,24 @@ TEST_CASE_TEMPLATE("CPU gemm: large products (threaded, or through a CBLAS) in s
                    S, float, double) {
   // 160 x 150 x 200 = 4.8M multiply-adds: above the single-thread limit, so this takes the
   // large-product path (packed), or a CBLAS.
-  for (const int threads : {1, 2}) check_large_gemm<S>(160, 150, 200, threads);
+  for (const int threads : {1, 2})
+    for (const bool with_bias : {false, true}) check_large_gemm<S>(160, 150, 200, threads, with_bias);
 }
 
 TEST_CASE_TEMPLATE("CPU gemm: large shallow products (unpacked, in row bands per thread) match a naive sum", S,
                    float, double) {
   // Depth 100 keeps A's tile panels in the first-level cache, so 161 x 300 x 100 is read in place;
   // on two threads each takes a band of whole row tiles, the last one with a partial packet.
-  for (const int threads : {1, 2}) check_large_gemm<S>(161, 300, 100, threads);
+  for (const int threads : {1, 2})
+    for (const bool with_bias : {false, true}) check_large_gemm<S>(161, 300, 100, threads, with_bias);
 }
 
 TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place, unpacked) matches a naive sum",
                    S, float, double) {
   // Every row count around the packet widths (whole tiles, a single packet, a partial last
   // packet, fewer rows than a packet), every column block (8, 4, singles), both layouts of B,
-  // sub-views with leading dimensions > rows, and beta 0 over NaN (C must not be read then).
+  // sub-views with leading dimensions > rows, beta 0 over NaN (C must not be read then), with and
+  // without a bias added as C is written.
   // 45 columns (8 x 5 + 4 + 1) take this path only because the depth is shallow.
   Rng rng(6);
   auto random = [&](Index rows, Index cols) { return uniform_matrix<S>(rows, cols, rng); };
@@ -314,8 +319,10 @@ TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place,
     for (const Index n : {2, 3, 5, 8, 12, 13, 16, 31, 32, 45})
       for (const Index k : {1, 7, 64})
         for (int tb = 0; tb < 2; ++tb)
-          for (const S beta : {S(0), S(1), S(-0.5)}) {
+          for (const S beta : {S(0), S(1), S(-0.5)})
+            for (const bool with_bias : {false, true}) {
             const Matrix<S, Cpu> A = random(m + 3, k + 1);
+            const Matrix<S, Cpu> bias = random(m, 1);
             const Matrix<S, Cpu> B = tb ? random(n + 2, k + 2) : random(k + 2, n + 1);
             Matrix<S, Cpu> C = random(m + 2, n + 2);
             if (beta == S(0))
@@ -326,7 +333,7 @@ TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place,
             const auto b = tb ? B.view().middle_rows(1, n).middle_cols(2, k)
                               : B.view().middle_rows(1, k).middle_cols(1, n);
             Cpu::gemm(Transpose::no, tb ? Transpose::yes : Transpose::no, S(0.75), a, b, beta,
-                      C.view().middle_rows(1, m).middle_cols(1, n));
+                      C.view().middle_rows(1, m).middle_cols(1, n), with_bias ? bias.data() : nullptr);
             double worst = 0;
             bool outside_untouched = true;
             for (Index i = 0; i < m + 2; ++i)
@@ -341,7 +348,8 @@ TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place,
                 for (Index l = 0; l < k; ++l)
                   sum += double(a(i - 1, l)) * double(tb ? b(j - 1, l) : b(l, j - 1));
                 const double kept = beta == S(0) ? 0.0 : double(beta) * double(before.view()(i, j));
-                const double expected = 0.75 * sum + kept;
+                const double shift = with_bias ? double(bias.view()(i - 1, 0)) : 0.0;
+                const double expected = 0.75 * sum + kept + shift;
                 const double error = std::abs(double(C.view()(i, j)) - expected);
                 worst = std::isnan(error) ? std::numeric_limits<double>::infinity() : std::max(worst, error);
               }
@@ -350,6 +358,7 @@ TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place,
             CAPTURE(k);
             CAPTURE(tb);
             CAPTURE(beta);
+            CAPTURE(with_bias);
             CHECK(outside_untouched);
             CHECK(worst < (std::is_same_v<S, float> ? 1e-4 : 1e-12));
           }

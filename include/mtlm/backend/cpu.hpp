@@ -109,37 +109,38 @@ struct Cpu {
   template <class S>
   static void gemm(Transpose ta, Transpose tb, S alpha, In<S> a, In<S> b, S beta,
                    MatrixView<S> c) {
-    const double depth = static_cast<double>(ta == Transpose::no ? a.cols : a.rows);
-    const bool single_threaded =
-        static_cast<double>(c.rows) * static_cast<double>(c.cols) * depth < parallel_gemm_min_work;
+    gemm(ta, tb, alpha, a, b, beta, c, static_cast<const S*>(nullptr));
+  }
+
+  /// C = alpha op(A) op(B) + beta C + bias in every column (bias: C's rows; null for none). The
+  /// unpacked kernel adds the bias as it writes C, so a biased projection passes over C once.
+  template <class S>
+  static void gemm(Transpose ta, Transpose tb, S alpha, In<S> a, In<S> b, S beta, MatrixView<S> c,
+                   const S* bias) {
+    const Index depth = ta == Transpose::no ? a.cols : a.rows;
+    const bool single_threaded = static_cast<double>(c.rows) * static_cast<double>(c.cols) *
+                                     static_cast<double>(depth) < parallel_gemm_min_work;
+    const narrow::Operand<S> op_b = tb == Transpose::no ? narrow::Operand<S>{b.data, 1, b.stride}
+                                                        : narrow::Operand<S>{b.data, b.stride, 1};
     // A (not transposed) times few columns or over a shallow depth: read A in place rather than
     // pack it. A transposed A would make each entry a dot product, which loses to packing
     // (measured).
-    if (ta == Transpose::no && narrow::suits(c.cols, a.cols)) {
-      const narrow::Operand<S> op_b = tb == Transpose::no ? narrow::Operand<S>{b.data, 1, b.stride}
-                                                          : narrow::Operand<S>{b.data, b.stride, 1};
-      auto rows = [&](Index first, Index last) {
-        narrow::gemm(last - first, c.cols, a.cols, alpha, a.data + first, a.stride, op_b, beta, c.data + first,
-                     c.stride);
-      };
-#if defined(_OPENMP)
-      // Large: each thread takes a band of whole row tiles (the last one the rest) and keeps its
-      // own panels of A in its own cache.
-      const int parts = threads();
-      const Index tile_rows = 2 * narrow::packet_size<S>;
-      const Index band = (c.rows / tile_rows + parts - 1) / parts * tile_rows;
-      if (!single_threaded && parts >= 2 && band > 0 && !omp_in_parallel()) {
-#pragma omp parallel for num_threads(parts)
-        for (int part = 0; part < parts; ++part) {
-          const Index first = std::min(c.rows, part * band);
-          const Index last = part == parts - 1 ? c.rows : std::min(c.rows, first + band);
-          if (first < last) rows(first, last);
-        }
-        return;
-      }
-#endif
-      rows(0, c.rows);
+    if (ta == Transpose::no && narrow::suits(c.cols, depth)) {
+      in_row_bands<S>(c.rows, single_threaded, [&](Index first, Index last) {
+        narrow::gemm(last - first, c.cols, depth, alpha, a.data + first, a.stride, op_b, beta, c.data + first,
+                     c.stride, bias ? bias + first : nullptr);
+      });
       return;
+    }
+    if (bias) {
+      // The packing GEMMs accumulate onto C: start it from beta C + bias.
+      auto C = eigen(c);
+      const auto shift = Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, 1>>(bias, c.rows);
+      if (beta == S(0))
+        C.colwise() = shift;
+      else
+        C = beta * C + shift.replicate(1, c.cols);
+      beta = S(1);
     }
     if (single_threaded) {
       [[maybe_unused]] const SingleThreaded scope;
@@ -154,6 +155,28 @@ struct Cpu {
   }
 
  private:
+  /// rows(first, last) over C's rows, split into one band of whole two-packet tiles per thread
+  /// (the last band the rest) when the product is large: each thread keeps its own panels of A
+  /// in its own cache.
+  template <class S, class Rows>
+  static void in_row_bands(Index rows_total, [[maybe_unused]] bool single_threaded, Rows&& rows) {
+#if defined(_OPENMP)
+    const int parts = threads();
+    const Index tile_rows = 2 * narrow::packet_size<S>;
+    const Index band = (rows_total / tile_rows + parts - 1) / parts * tile_rows;
+    if (!single_threaded && parts >= 2 && band > 0 && !omp_in_parallel()) {
+#pragma omp parallel for num_threads(parts)
+      for (int part = 0; part < parts; ++part) {
+        const Index first = std::min(rows_total, part * band);
+        const Index last = part == parts - 1 ? rows_total : std::min(rows_total, first + band);
+        if (first < last) rows(first, last);
+      }
+      return;
+    }
+#endif
+    rows(0, rows_total);
+  }
+
   /// Runs the enclosing scope's matrix products on the calling thread only.
   struct SingleThreaded {
 #if defined(_OPENMP)
@@ -288,12 +311,11 @@ struct Cpu {
 
 static_assert(Backend<Cpu>, "the CPU policy must model the Backend concept");
 
-/// The bias written first and the product accumulated onto it: y is written once instead of
-/// zeroed, multiplied into and passed over again for the bias.
+/// The bias goes in with the product (added as the unpacked kernel writes y, or written first
+/// for a packing GEMM to accumulate onto), never as a second pass over y.
 template <class S>
 void affine(Cpu, Transpose tw, In<S> w, In<S> x, In<S> bias, MatrixView<S> y) {
-  Cpu::eigen(y).colwise() = Cpu::eigen(bias).col(0);
-  Cpu::gemm(tw, Transpose::no, S(1), w, x, S(1), y);
+  Cpu::gemm(tw, Transpose::no, S(1), w, x, S(0), y, bias.data);
 }
 
 /// `first` and `second` on two threads when the calling thread may use two for its products

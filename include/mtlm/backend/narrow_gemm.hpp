@@ -51,8 +51,11 @@ struct Operand {
 
 /// One tile of C: `Rows` packets of rows by `Cols` columns, kept in registers over the whole
 /// depth. Each step loads the tile's part of one column of A and broadcasts `Cols` entries of B.
-template <class S, int Rows, int Cols>
-inline void tile(Index depth, const S* a, Index lda, Operand<S> b, S alpha, S beta, S* c, Index ldc) {
+/// `bias` (the tile's rows; may be null) is added to every column as the tile is written, so a
+/// biased projection writes C once. `b(l, j)` gives op(B)'s entries (an Operand, or any accessor
+/// whose layout the compiler can see).
+template <class S, int Rows, int Cols, class B = Operand<S>>
+inline void tile(Index depth, const S* a, Index lda, B b, S alpha, S beta, const S* bias, S* c, Index ldc) {
   using P = Packet<S>;
   constexpr int w = packet_size<S>;
   P acc[Cols][Rows];
@@ -73,33 +76,41 @@ inline void tile(Index depth, const S* a, Index lda, Operand<S> b, S alpha, S be
     }
   }
   const P pa = Eigen::internal::pset1<P>(alpha), pb = Eigen::internal::pset1<P>(beta);
+  P shift[Rows];
+  MTLM_UNROLL for (int r = 0; r < Rows; ++r)
+    shift[r] = bias ? Eigen::internal::ploadu<P>(bias + r * w) : Eigen::internal::pset1<P>(S(0));
   MTLM_UNROLL for (int j = 0; j < Cols; ++j)
     MTLM_UNROLL for (int r = 0; r < Rows; ++r) {
       S* out = c + j * ldc + r * w;
       // As merge(), a packet at a time.
-      const P v = beta == S(0) ? Eigen::internal::pmul(pa, acc[j][r])
-                               : Eigen::internal::pmadd(pb, Eigen::internal::ploadu<P>(out),
-                                                        Eigen::internal::pmul(pa, acc[j][r]));
+      const P scaled = Eigen::internal::pmadd(pa, acc[j][r], shift[r]);
+      const P v = beta == S(0) ? scaled : Eigen::internal::pmadd(pb, Eigen::internal::ploadu<P>(out), scaled);
       Eigen::internal::pstoreu(out, v);
     }
 }
 
-/// One entry of C from its product: beta = 0 never reads C (BLAS semantics: it may hold
-/// anything, NaN included).
+/// One entry of C from its product (bias included): beta = 0 never reads C (BLAS semantics: it
+/// may hold anything, NaN included).
 template <class S>
 inline void merge(S& out, S product, S beta) {
   out = beta == S(0) ? product : beta * out + product;
 }
 
+/// bias[i], or 0 without a bias.
+template <class S>
+inline S bias_at(const S* bias, Index i) {
+  return bias ? bias[i] : S(0);
+}
+
 /// Rows [first, rows) of C, fewer than a packet, one dot product each.
 template <class S>
 inline void remainder_rows(Index first, Index rows, Index cols, Index depth, const S* a, Index lda,
-                           Operand<S> b, S alpha, S beta, S* c, Index ldc) {
+                           Operand<S> b, S alpha, S beta, const S* bias, S* c, Index ldc) {
   for (Index j = 0; j < cols; ++j)
     for (Index i = first; i < rows; ++i) {
       S sum(0);
       for (Index l = 0; l < depth; ++l) sum += a[i + l * lda] * b(l, j);
-      merge(c[i + j * ldc], alpha * sum, beta);
+      merge(c[i + j * ldc], alpha * sum + bias_at(bias, i), beta);
     }
 }
 
@@ -118,10 +129,10 @@ inline void for_column_blocks(Index cols, F&& f) {
 /// `Rows` packets of rows of C, every column: the rows' panel of A stays in the first-level
 /// cache while the blocks of columns stream past it.
 template <class S, int Rows>
-inline void row_block(Index cols, Index depth, const S* a, Index lda, Operand<S> b, S alpha, S beta, S* c,
-                      Index ldc) {
+inline void row_block(Index cols, Index depth, const S* a, Index lda, Operand<S> b, S alpha, S beta,
+                      const S* bias, S* c, Index ldc) {
   for_column_blocks(cols, [&]<int Cols>(Index j) {
-    tile<S, Rows, Cols>(depth, a, lda, b.from_column(j), alpha, beta, c + j * ldc, ldc);
+    tile<S, Rows, Cols>(depth, a, lda, b.from_column(j), alpha, beta, bias, c + j * ldc, ldc);
   });
 }
 
@@ -131,31 +142,35 @@ inline void row_block(Index cols, Index depth, const S* a, Index lda, Operand<S>
 /// before).
 template <class S>
 inline void last_partial_packet(Index first, Index rows, Index cols, Index depth, const S* a, Index lda,
-                                Operand<S> b, S alpha, S beta, S* c, Index ldc) {
+                                Operand<S> b, S alpha, S beta, const S* bias, S* c, Index ldc) {
   constexpr int w = packet_size<S>;
   const Index start = rows - w;
   for_column_blocks(cols, [&]<int Cols>(Index j) {
     alignas(64) S scratch[w * Cols];
-    tile<S, 1, Cols>(depth, a + start, lda, b.from_column(j), alpha, S(0), scratch, w);
+    tile<S, 1, Cols>(depth, a + start, lda, b.from_column(j), alpha, S(0), bias ? bias + start : nullptr, scratch,
+                     w);
     for (int jj = 0; jj < Cols; ++jj)
       for (Index i = first; i < rows; ++i) merge(c[i + (j + jj) * ldc], scratch[i - start + jj * w], beta);
   });
 }
 
-/// C (rows x cols, leading dimension ldc) = alpha A op(B) + beta C, A column-major (rows x
-/// depth, leading dimension lda); meant for shapes where `suits` holds.
+/// C (rows x cols, leading dimension ldc) = alpha A op(B) + beta C, plus `bias` (rows entries) in
+/// every column when it is not null; A column-major (rows x depth, leading dimension lda); meant
+/// for shapes where `suits` holds.
 template <class S>
 void gemm(Index rows, Index cols, Index depth, S alpha, const S* a, Index lda, Operand<S> b, S beta, S* c,
-          Index ldc) {
+          Index ldc, const S* bias = nullptr) {
   constexpr int w = packet_size<S>;
+  auto at = [bias](Index i) { return bias ? bias + i : nullptr; };
   Index i = 0;
-  for (; i + 2 * w <= rows; i += 2 * w) row_block<S, 2>(cols, depth, a + i, lda, b, alpha, beta, c + i, ldc);
-  for (; i + w <= rows; i += w) row_block<S, 1>(cols, depth, a + i, lda, b, alpha, beta, c + i, ldc);
+  for (; i + 2 * w <= rows; i += 2 * w)
+    row_block<S, 2>(cols, depth, a + i, lda, b, alpha, beta, at(i), c + i, ldc);
+  for (; i + w <= rows; i += w) row_block<S, 1>(cols, depth, a + i, lda, b, alpha, beta, at(i), c + i, ldc);
   if (i == rows) return;
   if (rows < w)
-    remainder_rows(i, rows, cols, depth, a, lda, b, alpha, beta, c, ldc);
+    remainder_rows(i, rows, cols, depth, a, lda, b, alpha, beta, bias, c, ldc);
   else
-    last_partial_packet(i, rows, cols, depth, a, lda, b, alpha, beta, c, ldc);
+    last_partial_packet(i, rows, cols, depth, a, lda, b, alpha, beta, bias, c, ldc);
 }
 
 }  // namespace mtlm::backend::narrow
