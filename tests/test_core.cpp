@@ -364,6 +364,66 @@ TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place,
           }
 }
 
+TEST_CASE_TEMPLATE("CPU gemm: deep or transposed-A products (A packed in panels) match a naive sum", S, float,
+                   double) {
+  // Past depth 128, or with A transposed, and more than 32 columns: A is copied a panel of two
+  // packets of rows at a time, in passes of 256 over the depth, and a transposed B into strips of
+  // 8 columns. Row counts around the panel height (a partial last panel, fewer rows than one),
+  // depths of one pass, of two and of a partial third, column counts around the strips and the
+  // 256-column blocks, every transpose combination, beta 0 over NaN, with and without a bias.
+  Rng rng(7);
+  auto random = [&](Index rows, Index cols) { return uniform_matrix<S>(rows, cols, rng); };
+  const S nan = std::numeric_limits<S>::quiet_NaN();
+  for (const Index m : {5, 16, 32, 45, 64})
+    for (const Index n : {33, 45, 300})
+      for (const Index k : {40, 129, 256, 600})
+        for (int ta = 0; ta < 2; ++ta)
+          for (int tb = 0; tb < 2; ++tb)
+            for (const S beta : {S(0), S(-0.5)})
+              for (const bool with_bias : {false, true}) {
+                if (!ta && k <= 128) continue;  // the unpacked kernel's shapes, tested above
+                const Matrix<S, Cpu> A = ta ? random(k + 2, m + 1) : random(m + 3, k + 1);
+                const Matrix<S, Cpu> B = tb ? random(n + 2, k + 1) : random(k + 1, n + 2);
+                const Matrix<S, Cpu> bias = random(m, 1);
+                Matrix<S, Cpu> C = random(m + 1, n + 1);
+                if (beta == S(0))
+                  for (Index j = 0; j < n; ++j)
+                    for (Index i = 0; i < m; ++i) C.view()(i + 1, j) = nan;
+                const Matrix<S, Cpu> before = C;
+                const auto a = ta ? A.view().middle_rows(1, k).middle_cols(1, m)
+                                  : A.view().middle_rows(2, m).middle_cols(1, k);
+                const auto b = tb ? B.view().middle_rows(1, n).middle_cols(1, k)
+                                  : B.view().middle_rows(1, k).middle_cols(2, n);
+                Cpu::gemm(ta ? Transpose::yes : Transpose::no, tb ? Transpose::yes : Transpose::no, S(0.75), a, b,
+                          beta, C.view().middle_rows(1, m).middle_cols(0, n), with_bias ? bias.data() : nullptr);
+                double worst = 0;
+                bool outside_untouched = true;
+                for (Index i = 0; i < m + 1; ++i)
+                  for (Index j = 0; j < n + 1; ++j) {
+                    if (i == 0 || j == n) {
+                      outside_untouched &= before.view()(i, j) == C.view()(i, j);
+                      continue;
+                    }
+                    double sum = 0;
+                    for (Index l = 0; l < k; ++l)
+                      sum += double(ta ? a(l, i - 1) : a(i - 1, l)) * double(tb ? b(j, l) : b(l, j));
+                    const double kept = beta == S(0) ? 0.0 : double(beta) * double(before.view()(i, j));
+                    const double shift = with_bias ? double(bias.view()(i - 1, 0)) : 0.0;
+                    const double error = std::abs(double(C.view()(i, j)) - (0.75 * sum + kept + shift));
+                    worst = std::isnan(error) ? std::numeric_limits<double>::infinity() : std::max(worst, error);
+                  }
+                CAPTURE(m);
+                CAPTURE(n);
+                CAPTURE(k);
+                CAPTURE(ta);
+                CAPTURE(tb);
+                CAPTURE(beta);
+                CAPTURE(with_bias);
+                CHECK(outside_untouched);
+                CHECK(worst < (std::is_same_v<S, float> ? 5e-4 : 1e-12));
+              }
+}
+
 TEST_CASE("CPU bias kernels") {
   HostMatrix y(2, 3, 1.0), bias(2, 1);
   bias(0, 0) = 0.5;

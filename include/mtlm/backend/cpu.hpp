@@ -1,11 +1,13 @@
-// @brief The CPU backend: host memory and Eigen kernels. Matrix products go to Eigen's GEMM
-// (multi-threaded when built with OpenMP), except those with few columns or a shallow depth
-// (narrow_gemm.hpp); element-wise kernels use Eigen's vectorised array functions so that tanh,
-// logistic and erf run in SIMD registers.
+// @brief The CPU backend: host memory and Eigen kernels. Matrix products go to register-tiled
+// kernels: A read in place for few columns or a shallow depth (narrow_gemm.hpp), A packed in
+// panels for the rest (panel_gemm.hpp), in row bands per thread when built with OpenMP; Eigen's
+// GEMM takes what remains (a transposed A times few columns). Element-wise kernels use Eigen's
+// vectorised array functions so that tanh, logistic and erf run in SIMD registers.
 #pragma once
 
 #include "mtlm/backend/backend.hpp"
 #include "mtlm/backend/narrow_gemm.hpp"
+#include "mtlm/backend/panel_gemm.hpp"
 
 #include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>
@@ -15,9 +17,9 @@
 #endif
 
 // MTLM_USE_CBLAS: large float and double products go to a CBLAS (OpenBLAS, BLIS, MKL), whose
-// GEMM is faster than Eigen's on some machines. Define it and link the library (CMake:
-// -DMTLM_BLAS=ON builds mtlm's own programs so). Small products stay with Eigen, and those the
-// unpacked kernel takes (few columns, shallow depth) with it.
+// GEMM is faster than mtlm's own on some machines. Define it and link the library (CMake:
+// -DMTLM_BLAS=ON builds mtlm's own programs so). Small products stay with mtlm's kernels, and
+// those the unpacked kernel takes (few columns, shallow depth) with it.
 #if defined(MTLM_USE_CBLAS)
 #include <cblas.h>
 #endif
@@ -132,8 +134,23 @@ struct Cpu {
       });
       return;
     }
+    // Deeper (or A transposed) and wider: the same tiles over panels of A packed for the
+    // first-level cache. With few columns, packing a transposed A would cost more than the
+    // product; Eigen's GEMM takes those.
+#if defined(MTLM_USE_CBLAS)
+    const bool to_cblas = !single_threaded && (std::is_same_v<S, float> || std::is_same_v<S, double>);
+#else
+    const bool to_cblas = false;
+#endif
+    if (c.cols > narrow::few_columns && !to_cblas) {
+      const panel::Source<S> source{a.data, a.stride, ta == Transpose::yes};
+      in_row_bands<S>(c.rows, single_threaded, [&](Index first, Index last) {
+        panel::gemm(first, last, c.cols, depth, alpha, source, op_b, beta, c.data, c.stride, bias);
+      });
+      return;
+    }
     if (bias) {
-      // The packing GEMMs accumulate onto C: start it from beta C + bias.
+      // Eigen's GEMM and a CBLAS accumulate onto C: start it from beta C + bias.
       auto C = eigen(c);
       const auto shift = Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, 1>>(bias, c.rows);
       if (beta == S(0))

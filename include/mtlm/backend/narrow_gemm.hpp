@@ -24,12 +24,15 @@
 
 namespace mtlm::backend::narrow {
 
-/// Whether a product of this shape runs faster here than in a packing GEMM (per thread). Up to
-/// 32 columns always (AVX-512, float: 115-150 GFLOP/s at 16 and 32 columns where Eigen's GEMM
-/// gives 75-100). Wider, while the panel of A that a tile keeps (2 packets x depth) fits the
-/// first-level cache: to depth 128, 8-15% ahead of Eigen at 768-1024 columns; past it every block
-/// of 8 columns reads the panel again from further out (depth 1024, 512 columns: 61 against 108).
-inline bool suits(Index cols, Index depth) { return cols >= 2 && (cols <= 32 || depth <= 128); }
+/// Columns up to which A is never copied: over so few, a copy would cost as much as the product.
+inline constexpr Index few_columns = 32;
+
+/// Whether a product of this shape runs faster with A read in place than with A packed (per
+/// thread). Up to 32 columns always (AVX-512, float: 115-150 GFLOP/s at 16 and 32 columns where
+/// Eigen's GEMM gives 75-100). Wider, while the panel of A that a tile keeps (2 packets x depth)
+/// fits the first-level cache: to depth 128; past it every block of 8 columns reads the panel
+/// again from further out (depth 1024, 512 columns: 61 against 108), and panel_gemm.hpp packs it.
+inline bool suits(Index cols, Index depth) { return cols >= 2 && (cols <= few_columns || depth <= 128); }
 
 /// How many columns of A ahead a tile asks the cache for.
 inline constexpr Index prefetch_distance = 8;
