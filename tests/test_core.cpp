@@ -370,13 +370,14 @@ TEST_CASE_TEMPLATE("CPU gemm: deep or transposed-A products (A packed in panels)
   // packets of rows at a time, in passes of 256 over the depth, and a transposed B into strips of
   // 8 columns. Row counts around the panel height (a partial last panel, fewer rows than one),
   // depths of one pass, of two and of a partial third, column counts around the strips and the
-  // 256-column blocks, every transpose combination, beta 0 over NaN, with and without a bias.
+  // 256-column blocks, every transpose combination, beta 0 over NaN, with and without a bias;
+  // and an empty depth (C = beta C + bias, whichever kernel takes it).
   Rng rng(7);
   auto random = [&](Index rows, Index cols) { return uniform_matrix<S>(rows, cols, rng); };
   const S nan = std::numeric_limits<S>::quiet_NaN();
   for (const Index m : {5, 16, 32, 45, 64})
     for (const Index n : {33, 45, 300})
-      for (const Index k : {40, 129, 256, 600})
+      for (const Index k : {0, 40, 129, 256, 600})
         for (int ta = 0; ta < 2; ++ta)
           for (int tb = 0; tb < 2; ++tb)
             for (const S beta : {S(0), S(-0.5)})

@@ -142,7 +142,7 @@ struct Cpu {
 #else
     const bool to_cblas = false;
 #endif
-    if (c.cols > narrow::few_columns && !to_cblas) {
+    if (c.cols > narrow::few_columns && depth > 0 && !to_cblas) {
       const panel::Source<S> source{a.data, a.stride, ta == Transpose::yes};
       in_row_bands<S>(c.rows, single_threaded, [&](Index first, Index last) {
         panel::gemm(first, last, c.cols, depth, alpha, source, op_b, beta, c.data, c.stride, bias);
