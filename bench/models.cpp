@@ -6,8 +6,9 @@
 // achieved gflops from the analytic FLOP count), BM_<M>_Latency (one 16-token sentence at batch
 // 1 in eval mode, latency_us), BM_<M>_Infer (batch 32 in eval mode, tokens_per_second); each as
 // /mtlm and /libtorch. BM_Gemm_Ceiling/<M> replays every matrix product of one training step
-// of model M at its real shape and transposition through mtlm's CPU GEMM (Eigen), with nothing
-// else: its gflops is the ceiling the training figure is compared with (achieved / ceiling).
+// of model M at its real shape and transposition through mtlm's CPU GEMM (its register-tiled
+// kernels, Eigen's for a transposed A times few columns), with nothing else: its gflops is the
+// ceiling the training figure is compared with (achieved / ceiling).
 // Inference runs every head, as a deployed multi-task model answers every task at once.
 //
 // Threads: --threads=N (or MTLM_BENCH_THREADS=N), default 1, for mtlm (Eigen) and libtorch
