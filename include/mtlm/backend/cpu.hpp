@@ -130,7 +130,7 @@ struct Cpu {
     if (ta == Transpose::no && narrow::suits(c.cols, depth)) {
       in_row_bands<S>(c.rows, single_threaded, [&](Index first, Index last) {
         narrow::gemm(last - first, c.cols, depth, alpha, a.data + first, a.stride, op_b, beta, c.data + first,
-                     c.stride, bias ? bias + first : nullptr);
+                     c.stride, narrow::bias_from(bias, first));
       });
       return;
     }

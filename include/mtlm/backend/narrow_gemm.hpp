@@ -105,6 +105,12 @@ inline S bias_at(const S* bias, Index i) {
   return bias ? bias[i] : S(0);
 }
 
+/// The bias from row i on, or null without a bias.
+template <class S>
+inline const S* bias_from(const S* bias, Index i) {
+  return bias ? bias + i : nullptr;
+}
+
 /// Rows [first, rows) of C, fewer than a packet, one dot product each.
 template <class S>
 inline void remainder_rows(Index first, Index rows, Index cols, Index depth, const S* a, Index lda,
@@ -150,8 +156,7 @@ inline void last_partial_packet(Index first, Index rows, Index cols, Index depth
   const Index start = rows - w;
   for_column_blocks(cols, [&]<int Cols>(Index j) {
     alignas(64) S scratch[w * Cols];
-    tile<S, 1, Cols>(depth, a + start, lda, b.from_column(j), alpha, S(0), bias ? bias + start : nullptr, scratch,
-                     w);
+    tile<S, 1, Cols>(depth, a + start, lda, b.from_column(j), alpha, S(0), bias_from(bias, start), scratch, w);
     for (int jj = 0; jj < Cols; ++jj)
       for (Index i = first; i < rows; ++i) merge(c[i + (j + jj) * ldc], scratch[i - start + jj * w], beta);
   });
@@ -164,11 +169,11 @@ template <class S>
 void gemm(Index rows, Index cols, Index depth, S alpha, const S* a, Index lda, Operand<S> b, S beta, S* c,
           Index ldc, const S* bias = nullptr) {
   constexpr int w = packet_size<S>;
-  auto at = [bias](Index i) { return bias ? bias + i : nullptr; };
   Index i = 0;
   for (; i + 2 * w <= rows; i += 2 * w)
-    row_block<S, 2>(cols, depth, a + i, lda, b, alpha, beta, at(i), c + i, ldc);
-  for (; i + w <= rows; i += w) row_block<S, 1>(cols, depth, a + i, lda, b, alpha, beta, at(i), c + i, ldc);
+    row_block<S, 2>(cols, depth, a + i, lda, b, alpha, beta, bias_from(bias, i), c + i, ldc);
+  for (; i + w <= rows; i += w)
+    row_block<S, 1>(cols, depth, a + i, lda, b, alpha, beta, bias_from(bias, i), c + i, ldc);
   if (i == rows) return;
   if (rows < w)
     remainder_rows(i, rows, cols, depth, a, lda, b, alpha, beta, bias, c, ldc);

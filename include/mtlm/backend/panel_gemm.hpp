@@ -185,7 +185,7 @@ void gemm(Index first, Index last, Index cols, Index depth, S alpha, Source<S> a
         const Index i = first + p * mr, rows = std::min(mr, last - i);
         S* const panel = packed + p * mr * kc;
         if (j == 0) pack_panel(a, i, rows, d, kc, panel);
-        panel_times_b(rows, nc, kc, panel, alpha, b_here, strips, beta_here, bias_here ? bias_here + i : nullptr,
+        panel_times_b(rows, nc, kc, panel, alpha, b_here, strips, beta_here, narrow::bias_from(bias_here, i),
                       c + i + j * ldc, ldc);
       }
     }
