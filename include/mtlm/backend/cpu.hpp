@@ -1,7 +1,8 @@
 // @brief The CPU backend: host memory and Eigen kernels. Matrix products go to register-tiled
 // kernels: A read in place for few columns or a shallow depth (narrow_gemm.hpp), A packed in
 // panels for the rest (panel_gemm.hpp), in row bands per thread when built with OpenMP; Eigen's
-// GEMM takes what remains (a transposed A times few columns). Element-wise kernels use Eigen's
+// GEMM takes what remains (single columns; a transposed A times few columns, where neither the
+// transposed kernel in narrow_gemm.hpp nor packing pays). Element-wise kernels use Eigen's
 // vectorised array functions so that tanh, logistic and erf run in SIMD registers.
 #pragma once
 
@@ -134,9 +135,19 @@ struct Cpu {
       });
       return;
     }
+    // A transposed times few columns: as its transpose, with A read in place. op(B)^T is copied
+    // once, on the calling thread, and shared by the row bands.
+    if (ta == Transpose::yes && narrow::suits_transposed<S>(c.rows, c.cols, depth)) {
+      S* const bt = panel::buffer<S, 2>(narrow::transposed_ld<S>(c.cols) * depth);
+      narrow::pack_transposed(op_b, depth, c.cols, bt);
+      in_row_bands<S>(c.rows, single_threaded, [&](Index first, Index last) {
+        narrow::gemm_transposed(first, last, c.cols, depth, alpha, a.data, a.stride, bt, beta, c.data, c.stride,
+                                bias);
+      });
+      return;
+    }
     // Deeper (or A transposed) and wider: the same tiles over panels of A packed for the
-    // first-level cache. With few columns, packing a transposed A would cost more than the
-    // product; Eigen's GEMM takes those.
+    // first-level cache.
 #if defined(MTLM_USE_CBLAS)
     const bool to_cblas = !single_threaded && (std::is_same_v<S, float> || std::is_same_v<S, double>);
 #else
