@@ -104,10 +104,13 @@ struct Cpu {
   }
 
   // ---- level 3 -------------------------------------------------------------------------------
-  /// Products of fewer multiply-adds than this run on one thread: waking a second thread costs
-  /// more than it saves at these sizes, and on a busy machine a descheduled partner stalls the
-  /// product for a whole scheduler time slice (measured: 256x16x64 took 3 ms instead of 20 us).
-  static constexpr double parallel_gemm_min_work = 4.0e6;
+  /// Products of fewer multiply-adds than this run on one thread: waking a second thread (about
+  /// 1 us) costs more than it saves below it (measured on two cores: 128 x 16 x 128 takes 3.0 us
+  /// on one thread, 3.4-3.6 on two; 256 x 16 x 128 takes 6.0-6.4 us on one, 4.6-5.8 on two). Set
+  /// as low as that allows, so that a short sentence's products (512 x 16 x 128 in a small
+  /// Transformer) use both cores. On a machine busier than its cores, a descheduled partner can
+  /// stall any threaded product for a scheduler time slice; run one thread there.
+  static constexpr double parallel_gemm_min_work = 0.5e6;
 
   template <class S>
   static void gemm(Transpose ta, Transpose tb, S alpha, In<S> a, In<S> b, S beta,
