@@ -32,6 +32,21 @@ void run_side_by_side(B, F&& first, G&& second) {
   second();
 }
 
+/// y = a + b. By default a copy and an accumulation; a backend may do it in one pass (the CPU
+/// does).
+template <class B, class S>
+void add(B, In<S> a, In<S> b, MatrixView<S> y) {
+  B::copy(a, y);
+  B::axpy(S(1), b, y);
+}
+
+/// y = s x. By default a copy and a scaling; a backend may do it in one pass (the CPU does).
+template <class B, class S>
+void copy_scaled(B, S s, In<S> x, MatrixView<S> y) {
+  B::copy(x, y);
+  B::scale(y, s);
+}
+
 /// y = op(w) x + bias in every column, the product behind every biased projection. By default a
 /// product and a bias pass; a backend may fuse the two (the CPU does).
 template <class B, class S>

@@ -39,14 +39,16 @@ void layer_norm_forward(Cpu, In<S> x, In<S> gain, In<S> bias, S eps, MatrixView<
   auto XH = Cpu::eigen(x_hat);
   auto R = Cpu::eigen(inv_std);
   auto Y = Cpu::eigen(y);
-  for (Index j = 0; j < x.cols; ++j) {
-    const S mean = X.col(j).mean();
-    const S var = (X.col(j).array() - mean).square().mean();
-    const S r = S(1) / std::sqrt(var + eps);
-    XH.col(j).array() = (X.col(j).array() - mean) * r;
-    Y.col(j).array() = XH.col(j).array() * G + Bias;
-    R(0, j) = r;
-  }
+  Cpu::in_column_bands(y, [&](Index first, Index count) {
+    for (Index j = first; j < first + count; ++j) {
+      const S mean = X.col(j).mean();
+      const S var = (X.col(j).array() - mean).square().mean();
+      const S r = S(1) / std::sqrt(var + eps);
+      XH.col(j).array() = (X.col(j).array() - mean) * r;
+      Y.col(j).array() = XH.col(j).array() * G + Bias;
+      R(0, j) = r;
+    }
+  });
 }
 
 /// With g = dy .* gain: dx = r * (g - mean(g) - x_hat * mean(g .* x_hat)) per column;

@@ -123,8 +123,7 @@ class BasicTransformerBlock {
  private:
   static void sum_into(ConstView<S> a, ConstView<S> b, Matrix<S, B>& out) {
     out.resize(a.rows, a.cols);
-    B::copy(a, out.view());
-    B::axpy(S(1), b, out.view());
+    backend::add(B{}, a, b, out.view());
   }
 
   ConstView<S> feed_forward(ConstView<S> x, const Batch& batch, Mode mode) {

@@ -70,8 +70,8 @@ class MeanSquaredError {
   /// scale * dL/dpredictions for the last forward (C x N).
   const Matrix<S, B>& backward(S scale = S(1)) {
     dpredictions_.resize(gradient_.rows(), gradient_.cols());
-    B::copy(gradient_.view(), dpredictions_.view());
-    B::scale(dpredictions_.view(), static_cast<S>(factor_ * static_cast<double>(scale)));
+    backend::copy_scaled(B{}, static_cast<S>(factor_ * static_cast<double>(scale)), ConstView<S>(gradient_.view()),
+                         dpredictions_.view());
     return dpredictions_;
   }
 
