@@ -519,8 +519,16 @@ TEST_CASE("CPU element-wise passes over large matrices give the same bits on one
     Cpu::sum_columns(b.view(), 0.5f, sums.view());
     backend::layer_norm_forward(Cpu{}, a.view(), gain.view(), shift.view(), 1e-5f, out[10].view(), inv_std.view(),
                                 out[11].view());
+    M dx(300, 400), dgain(300, 1), dshift(300, 1);
+    Cpu::fill(dgain.view(), 0.5f);
+    Cpu::fill(dshift.view(), -0.5f);
+    backend::layer_norm_backward(Cpu{}, b.view(), out[10].view(), inv_std.view(), gain.view(), dx.view(), dgain.view(),
+                                 dshift.view());
     out.push_back(std::move(sums));
     out.push_back(std::move(inv_std));
+    out.push_back(std::move(dx));
+    out.push_back(std::move(dgain));
+    out.push_back(std::move(dshift));
     Cpu::set_threads(saved);
     return out;
   };
