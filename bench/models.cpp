@@ -7,8 +7,8 @@
 // 1 in eval mode, latency_us), BM_<M>_Infer (batch 32 in eval mode, tokens_per_second); each as
 // /mtlm and /libtorch. BM_Gemm_Ceiling/<M> replays every matrix product of one training step
 // of model M at its real shape and transposition through mtlm's CPU GEMM (its register-tiled
-// kernels, Eigen's for a transposed A times few columns), with nothing else: its gflops is the
-// ceiling the training figure is compared with (achieved / ceiling).
+// kernels, Eigen's for the small transposed products they leave), with nothing else: its gflops
+// is the ceiling the training figure is compared with (achieved / ceiling).
 // Inference runs every head, as a deployed multi-task model answers every task at once.
 //
 // Threads: --threads=N (or MTLM_BENCH_THREADS=N), default 1, for mtlm (Eigen) and libtorch

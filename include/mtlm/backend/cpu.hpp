@@ -82,7 +82,9 @@ struct Cpu {
   // a quarter of a training step. Each entry is computed as on one thread.
   template <class S>
   static void fill(MatrixView<S> y, S value) {
-    in_column_bands(y, [&](Index first, Index count) { eigen(y.middle_cols(first, count)).setConstant(value); });
+    in_column_bands(y, [&](Index first, Index count) {
+      eigen(y.middle_cols(first, count)).setConstant(value);
+    });
   }
   template <class S>
   static void copy(In<S> x, MatrixView<S> y) {
@@ -118,7 +120,8 @@ struct Cpu {
   template <class S>
   static void add(In<S> a, In<S> b, MatrixView<S> y) {
     in_column_bands(y, [&](Index first, Index count) {
-      eigen(y.middle_cols(first, count)) = eigen(a.middle_cols(first, count)) + eigen(b.middle_cols(first, count));
+      eigen(y.middle_cols(first, count)) =
+          eigen(a.middle_cols(first, count)) + eigen(b.middle_cols(first, count));
     });
   }
 
