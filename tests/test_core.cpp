@@ -364,6 +364,51 @@ TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place,
           }
 }
 
+/// C = 0.75 op(A) op(B) + beta C + bias for one shape, against a naive sum in double. A, B and C
+/// are views into the middle of bigger matrices (leading dimensions > rows); with beta 0, C starts
+/// as NaN (it must not be read); C's other entries must stay untouched.
+template <class S>
+void check_gemm_against_naive(Rng& rng, bool ta, bool tb, Index m, Index n, Index k, S beta, bool with_bias) {
+  auto random = [&](Index rows, Index cols) { return uniform_matrix<S>(rows, cols, rng); };
+  const Matrix<S, Cpu> A = ta ? random(k + 2, m + 1) : random(m + 3, k + 1);
+  const Matrix<S, Cpu> B = tb ? random(n + 2, k + 1) : random(k + 1, n + 2);
+  const Matrix<S, Cpu> bias = random(m, 1);
+  Matrix<S, Cpu> C = random(m + 1, n + 1);
+  if (beta == S(0))
+    for (Index j = 0; j < n; ++j)
+      for (Index i = 0; i < m; ++i) C.view()(i + 1, j) = std::numeric_limits<S>::quiet_NaN();
+  const Matrix<S, Cpu> before = C;
+  const auto a = ta ? A.view().middle_rows(1, k).middle_cols(1, m) : A.view().middle_rows(2, m).middle_cols(1, k);
+  const auto b = tb ? B.view().middle_rows(1, n).middle_cols(1, k) : B.view().middle_rows(1, k).middle_cols(2, n);
+  Cpu::gemm(ta ? Transpose::yes : Transpose::no, tb ? Transpose::yes : Transpose::no, S(0.75), a, b, beta,
+            C.view().middle_rows(1, m).middle_cols(0, n), with_bias ? bias.data() : nullptr);
+  double worst = 0;
+  bool outside_untouched = true;
+  for (Index i = 0; i < m + 1; ++i)
+    for (Index j = 0; j < n + 1; ++j) {
+      if (i == 0 || j == n) {
+        outside_untouched &= before.view()(i, j) == C.view()(i, j);
+        continue;
+      }
+      double sum = 0;
+      for (Index l = 0; l < k; ++l)
+        sum += double(ta ? a(l, i - 1) : a(i - 1, l)) * double(tb ? b(j, l) : b(l, j));
+      const double kept = beta == S(0) ? 0.0 : double(beta) * double(before.view()(i, j));
+      const double shift = with_bias ? double(bias.view()(i - 1, 0)) : 0.0;
+      const double error = std::abs(double(C.view()(i, j)) - (0.75 * sum + kept + shift));
+      worst = std::isnan(error) ? std::numeric_limits<double>::infinity() : std::max(worst, error);
+    }
+  CAPTURE(m);
+  CAPTURE(n);
+  CAPTURE(k);
+  CAPTURE(ta);
+  CAPTURE(tb);
+  CAPTURE(beta);
+  CAPTURE(with_bias);
+  CHECK(outside_untouched);
+  CHECK(worst < (std::is_same_v<S, float> ? 5e-4 : 1e-12));
+}
+
 TEST_CASE_TEMPLATE("CPU gemm: deep or transposed-A products (A packed in panels) match a naive sum", S, float,
                    double) {
   // Past depth 128, or with A transposed, and more than 32 columns: A is copied a panel of two
@@ -373,55 +418,15 @@ TEST_CASE_TEMPLATE("CPU gemm: deep or transposed-A products (A packed in panels)
   // 256-column blocks, every transpose combination, beta 0 over NaN, with and without a bias;
   // and an empty depth (C = beta C + bias, whichever kernel takes it).
   Rng rng(7);
-  auto random = [&](Index rows, Index cols) { return uniform_matrix<S>(rows, cols, rng); };
-  const S nan = std::numeric_limits<S>::quiet_NaN();
   for (const Index m : {5, 16, 32, 45, 64})
     for (const Index n : {33, 45, 300})
       for (const Index k : {0, 40, 129, 256, 600})
-        for (int ta = 0; ta < 2; ++ta)
-          for (int tb = 0; tb < 2; ++tb)
+        for (const bool ta : {false, true})
+          for (const bool tb : {false, true})
             for (const S beta : {S(0), S(-0.5)})
               for (const bool with_bias : {false, true}) {
                 if (!ta && k <= 128) continue;  // the unpacked kernel's shapes, tested above
-                const Matrix<S, Cpu> A = ta ? random(k + 2, m + 1) : random(m + 3, k + 1);
-                const Matrix<S, Cpu> B = tb ? random(n + 2, k + 1) : random(k + 1, n + 2);
-                const Matrix<S, Cpu> bias = random(m, 1);
-                Matrix<S, Cpu> C = random(m + 1, n + 1);
-                if (beta == S(0))
-                  for (Index j = 0; j < n; ++j)
-                    for (Index i = 0; i < m; ++i) C.view()(i + 1, j) = nan;
-                const Matrix<S, Cpu> before = C;
-                const auto a = ta ? A.view().middle_rows(1, k).middle_cols(1, m)
-                                  : A.view().middle_rows(2, m).middle_cols(1, k);
-                const auto b = tb ? B.view().middle_rows(1, n).middle_cols(1, k)
-                                  : B.view().middle_rows(1, k).middle_cols(2, n);
-                Cpu::gemm(ta ? Transpose::yes : Transpose::no, tb ? Transpose::yes : Transpose::no, S(0.75), a, b,
-                          beta, C.view().middle_rows(1, m).middle_cols(0, n), with_bias ? bias.data() : nullptr);
-                double worst = 0;
-                bool outside_untouched = true;
-                for (Index i = 0; i < m + 1; ++i)
-                  for (Index j = 0; j < n + 1; ++j) {
-                    if (i == 0 || j == n) {
-                      outside_untouched &= before.view()(i, j) == C.view()(i, j);
-                      continue;
-                    }
-                    double sum = 0;
-                    for (Index l = 0; l < k; ++l)
-                      sum += double(ta ? a(l, i - 1) : a(i - 1, l)) * double(tb ? b(j, l) : b(l, j));
-                    const double kept = beta == S(0) ? 0.0 : double(beta) * double(before.view()(i, j));
-                    const double shift = with_bias ? double(bias.view()(i - 1, 0)) : 0.0;
-                    const double error = std::abs(double(C.view()(i, j)) - (0.75 * sum + kept + shift));
-                    worst = std::isnan(error) ? std::numeric_limits<double>::infinity() : std::max(worst, error);
-                  }
-                CAPTURE(m);
-                CAPTURE(n);
-                CAPTURE(k);
-                CAPTURE(ta);
-                CAPTURE(tb);
-                CAPTURE(beta);
-                CAPTURE(with_bias);
-                CHECK(outside_untouched);
-                CHECK(worst < (std::is_same_v<S, float> ? 5e-4 : 1e-12));
+                check_gemm_against_naive<S>(rng, ta, tb, m, n, k, beta, with_bias);
               }
 }
 
@@ -433,8 +438,6 @@ TEST_CASE_TEMPLATE("CPU gemm: a transposed A times few columns (run as its trans
   // both layouts of B, beta 0 over NaN, with and without a bias; smaller shapes (Eigen's) for
   // comparison; 1000 x 16 x 300 is large enough to split over two threads.
   Rng rng(8);
-  auto random = [&](Index rows, Index cols) { return uniform_matrix<S>(rows, cols, rng); };
-  const S nan = std::numeric_limits<S>::quiet_NaN();
   const int saved_threads = Cpu::threads();
   struct Shape {
     Index m, k;
@@ -443,47 +446,12 @@ TEST_CASE_TEMPLATE("CPU gemm: a transposed A times few columns (run as its trans
   for (const Shape shape : {Shape{3, 1, 1}, Shape{13, 7, 1}, Shape{37, 300, 1}, Shape{64, 64, 1}, Shape{67, 64, 1},
                             Shape{77, 129, 1}, Shape{133, 300, 1}, Shape{1000, 300, 2}})
     for (const Index n : {2, 5, 8, 16, 17, 31, 32})
-      for (int tb = 0; tb < 2; ++tb)
+      for (const bool tb : {false, true})
         for (const S beta : {S(0), S(-0.5)})
           for (const bool with_bias : {false, true}) {
-            const Index m = shape.m, k = shape.k;
             Cpu::set_threads(shape.threads);
-            const Matrix<S, Cpu> A = random(k + 2, m + 1);
-            const Matrix<S, Cpu> B = tb ? random(n + 2, k + 1) : random(k + 1, n + 2);
-            const Matrix<S, Cpu> bias = random(m, 1);
-            Matrix<S, Cpu> C = random(m + 2, n + 1);
-            if (beta == S(0))
-              for (Index j = 0; j < n; ++j)
-                for (Index i = 0; i < m; ++i) C.view()(i + 1, j) = nan;
-            const Matrix<S, Cpu> before = C;
-            const auto a = A.view().middle_rows(1, k).middle_cols(1, m);
-            const auto b = tb ? B.view().middle_rows(1, n).middle_cols(1, k) : B.view().middle_rows(1, k).middle_cols(2, n);
-            Cpu::gemm(Transpose::yes, tb ? Transpose::yes : Transpose::no, S(0.75), a, b, beta,
-                      C.view().middle_rows(1, m).middle_cols(0, n), with_bias ? bias.data() : nullptr);
-            double worst = 0;
-            bool outside_untouched = true;
-            for (Index i = 0; i < m + 2; ++i)
-              for (Index j = 0; j < n + 1; ++j) {
-                if (i == 0 || i == m + 1 || j == n) {
-                  outside_untouched &= before.view()(i, j) == C.view()(i, j);
-                  continue;
-                }
-                double sum = 0;
-                for (Index l = 0; l < k; ++l) sum += double(a(l, i - 1)) * double(tb ? b(j, l) : b(l, j));
-                const double kept = beta == S(0) ? 0.0 : double(beta) * double(before.view()(i, j));
-                const double shift = with_bias ? double(bias.view()(i - 1, 0)) : 0.0;
-                const double error = std::abs(double(C.view()(i, j)) - (0.75 * sum + kept + shift));
-                worst = std::isnan(error) ? std::numeric_limits<double>::infinity() : std::max(worst, error);
-              }
-            CAPTURE(m);
-            CAPTURE(n);
-            CAPTURE(k);
             CAPTURE(shape.threads);
-            CAPTURE(tb);
-            CAPTURE(beta);
-            CAPTURE(with_bias);
-            CHECK(outside_untouched);
-            CHECK(worst < (std::is_same_v<S, float> ? 5e-4 : 1e-12));
+            check_gemm_against_naive<S>(rng, true, tb, shape.m, n, shape.k, beta, with_bias);
           }
   Cpu::set_threads(saved_threads);
 }
