@@ -3,7 +3,8 @@
 // and wider ones over a shallow depth. Eigen's GEMM copies all of A into cache-friendly panels on
 // every call; that pays off over many columns of a deep product, but at 16 columns it costs as
 // much as the arithmetic (perf of a 16-token forward of a small Transformer: 33% of the time
-// packing weights, 35% multiplying).
+// packing weights, 35% multiplying). A transposed A times a few dozen columns, C = alpha A^T op(B)
+// + beta C, runs as its transpose with the same tiles (gemm_transposed), A read in place too.
 #pragma once
 
 #include "mtlm/core/config.hpp"
