@@ -183,11 +183,11 @@ void gemm(Index rows, Index cols, Index depth, S alpha, const S* a, Index lda, O
 }
 
 // ---- A transposed, few columns ----------------------------------------------------------------
-// C = alpha A^T op(B) with a few dozen columns (a short sentence's tied LM head, attention scores)
-// runs as its transpose, C^T = op(B)^T A: op(B)^T, at most two packets tall, is copied once and A
-// is the operand the tiles broadcast from where it lies. Packing A^T for a GEMM (Eigen's way)
-// copies the whole of A, which for a 16-token LM head over a 1000-word table costs more than the
-// product itself.
+// C = alpha A^T op(B) with a few dozen columns (a short sentence's tied LM head, a recurrent
+// layer's input gradient at a small batch) runs as its transpose, C^T = op(B)^T A: op(B)^T, at
+// most two packets tall, is copied once and A is the operand the tiles broadcast from where it
+// lies. Packing A^T for a GEMM (Eigen's way) copies the whole of A, which for a 16-token LM head
+// over a 1000-word table costs more than the product itself.
 
 /// Whether C = A^T op(B) of this shape runs faster as its transpose: op(B)^T must fit a tile's two
 /// packets of rows, and C's rows and the depth must both be long enough for the copy of op(B)^T
@@ -242,7 +242,8 @@ void gemm_transposed_packets(Index first, Index last, Index cols, Index depth, S
 
 /// C's rows [first, last) (C: leading dimension ldc, `cols` columns) = alpha A^T op(B) + beta C,
 /// plus `bias` (indexed by C's row; may be null) in every column. A is column-major (depth x C's
-/// rows, leading dimension lda); `bt` is op(B)^T from pack_transposed; suits_transposed(cols).
+/// rows, leading dimension lda); `bt` is op(B)^T from pack_transposed; for shapes where
+/// suits_transposed holds.
 template <class S>
 void gemm_transposed(Index first, Index last, Index cols, Index depth, S alpha, const S* a, Index lda,
                      const S* bt, S beta, S* c, Index ldc, const S* bias = nullptr) {
