@@ -67,22 +67,25 @@ void layer_norm_backward(Cpu, In<S> dy, In<S> x_hat, In<S> inv_std, In<S> gain, 
   auto dgain = DG.col(0).array();
   auto dbias = DB.col(0).array();
   // dx column by column, split over the threads for a large batch; the parameter gradients
-  // sum over the columns in order on the calling thread, in a second pass only then.
-  const bool split = Cpu::threads() >= 2 && dy.rows * dy.cols >= Cpu::parallel_pass_min_size;
+  // sum over the columns in order on the calling thread: in the same pass when it took every
+  // column, in a second one after a split.
+  bool whole = false;
   Cpu::in_column_bands(dx, [&](Index first, Index count) {
+    const bool all_columns = count == dy.cols;  // never the case for a band of a split
+    if (all_columns) whole = true;
     for (Index j = first; j < first + count; ++j) {
       const auto g = DY.col(j).array() * G;
       const auto xh = XH.col(j).array();
       const S mean_g = g.mean();
       const S mean_gx = (g * xh).mean();
       DX.col(j).array() = R(0, j) * (g - mean_g - xh * mean_gx);
-      if (!split) {
+      if (all_columns) {
         dgain += DY.col(j).array() * xh;
         dbias += DY.col(j).array();
       }
     }
   });
-  if (split)
+  if (!whole)
     for (Index j = 0; j < dy.cols; ++j) {
       dgain += DY.col(j).array() * XH.col(j).array();
       dbias += DY.col(j).array();

@@ -120,8 +120,7 @@ class BinaryCrossEntropyWithLogits {
   /// scale * dL/dlogits for the last forward (C x N); zero where the mask was 0.
   const Matrix<S, B>& backward(S scale = S(1)) {
     dlogits_.resize(gradient_.rows(), gradient_.cols());
-    backend::copy_scaled(B{}, static_cast<S>(factor_ * static_cast<double>(scale)), ConstView<S>(gradient_.view()),
-                         dlogits_.view());
+    backend::copy_scaled(B{}, static_cast<S>(factor_ * static_cast<double>(scale)), gradient_.view(), dlogits_.view());
     return dlogits_;
   }
 

@@ -70,8 +70,7 @@ class MeanSquaredError {
   /// scale * dL/dpredictions for the last forward (C x N).
   const Matrix<S, B>& backward(S scale = S(1)) {
     dpredictions_.resize(gradient_.rows(), gradient_.cols());
-    backend::copy_scaled(B{}, static_cast<S>(factor_ * static_cast<double>(scale)), ConstView<S>(gradient_.view()),
-                         dpredictions_.view());
+    backend::copy_scaled(B{}, static_cast<S>(factor_ * static_cast<double>(scale)), gradient_.view(), dpredictions_.view());
     return dpredictions_;
   }
 
