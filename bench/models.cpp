@@ -105,6 +105,10 @@ typename Model::Targets make_targets(const spec::Data& d) {
 template <class Model>
 void mtlm_train(benchmark::State& state, Model model, std::int64_t batch_size, std::int64_t length,
                 double flops_per_token) {
+  // As mtlm::Trainer does: a fixed batch trained over and over drives softmax outputs (the LM
+  // head's over 1000 words most) into the subnormal range, where a product's multiply-adds cost
+  // up to a hundred times more. The peer flushes them too (peer_libtorch.cpp).
+  const mtlm::FlushSubnormals flush;
   mtlm::Rng rng(spec::seed);
   model.initialize(rng);
   mtlm::AdamOptions options;
