@@ -337,6 +337,41 @@ TEST_CASE("TransformerEncoderBlock: PyTorch parameter names, Sequential, steady-
   }
 }
 
+/// Inference's output of a float block equals training's bit for bit, over more tokens than one
+/// feed-forward block (the last block partial, padding included), on one and two threads.
+template <class Block>
+void check_inference_matches_training(Index feed_forward) {
+  const Index dim = 32;
+  const Batch batch = batch_with_lengths(41, {41, 17, 40, 1, 33, 41, 29});
+  REQUIRE(batch.columns() > 2 * 128);
+  Rng rng(91);
+  Matrix<float, Cpu> x(dim, batch.columns());
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng.normal(0.0, 1.0));
+  Block block(dim, feed_forward);
+  block.initialize(rng);
+  const int saved_threads = Cpu::threads();
+  for (int threads : {1, 2}) {
+    CAPTURE(threads);
+    Cpu::set_threads(threads);
+    const Matrix<float, Cpu> trained = block.forward(x.view(), batch, Mode::train);
+    const Matrix<float, Cpu> inferred = block.forward(x.view(), batch, Mode::eval);
+    REQUIRE(inferred.rows() == trained.rows());
+    REQUIRE(inferred.cols() == trained.cols());
+    Index differing = 0;
+    for (Index i = 0; i < trained.size(); ++i) differing += trained.data()[i] != inferred.data()[i];
+    CHECK(differing == 0);
+  }
+  Cpu::set_threads(saved_threads);
+}
+
+TEST_CASE("TransformerEncoderBlock: inference gives training's outputs bit for bit") {
+  // Inference runs the feed-forward network a block of tokens at a time.
+  check_inference_matches_training<
+      TransformerEncoderBlock<Dynamic, 4, Dynamic, NormPlacement::post, Activation::relu>>(96);
+  check_inference_matches_training<
+      TransformerEncoderBlock<Dynamic, 4, Dynamic, NormPlacement::pre, Activation::gelu>>(64);
+}
+
 // ---- PyTorch fixtures (float) ---------------------------------------------------------------
 
 namespace {
