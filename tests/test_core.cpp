@@ -9,6 +9,7 @@
 #include <limits>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace mtlm;
@@ -295,6 +296,39 @@ TEST_CASE_TEMPLATE("CPU gemm: large products (threaded, or through a CBLAS) in s
   // large-product path (packed), or a CBLAS.
   for (const int threads : {1, 2})
     for (const bool with_bias : {false, true}) check_large_gemm<S>(160, 150, 200, threads, with_bias);
+}
+
+TEST_CASE("CPU gemm: deep products split along C's longer side, with the same bits on one and two threads") {
+  // With B transposed and more columns than rows, the threads take bands of C's columns (each
+  // packs only its own strips of B) instead of bands of rows. 41 x 301 x 300 has two depth
+  // blocks and a partial last strip; 301 x 41 x 300 is its mirror, split by rows.
+  for (const auto& [m, n] : {std::pair<Index, Index>{41, 301}, std::pair<Index, Index>{301, 41}}) {
+    CAPTURE(m);
+    for (const int threads : {1, 2}) check_large_gemm<float>(m, n, 300, threads, true);
+    Rng rng(10);
+    const auto bias = uniform_matrix<float>(m, 1, rng);
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        CAPTURE(ta);
+        CAPTURE(tb);
+        const auto a = ta ? uniform_matrix<float>(300, m, rng) : uniform_matrix<float>(m, 300, rng);
+        const auto b = tb ? uniform_matrix<float>(n, 300, rng) : uniform_matrix<float>(300, n, rng);
+        const auto start = uniform_matrix<float>(m, n, rng);
+        auto product = [&](int threads) {
+          const int saved = Cpu::threads();
+          Cpu::set_threads(threads);
+          Matrix<float, Cpu> c = start;
+          Cpu::gemm(ta ? Transpose::yes : Transpose::no, tb ? Transpose::yes : Transpose::no, 0.5f, a.view(),
+                    b.view(), -1.0f, c.view(), bias.data());
+          Cpu::set_threads(saved);
+          return c;
+        };
+        const auto one = product(1), two = product(2);
+        Index differing = 0;
+        for (Index i = 0; i < one.size(); ++i) differing += one.data()[i] != two.data()[i];
+        CHECK(differing == 0);
+      }
+  }
 }
 
 TEST_CASE_TEMPLATE("CPU gemm: large shallow products (unpacked, in row bands per thread) match a naive sum", S,
