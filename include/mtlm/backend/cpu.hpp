@@ -257,7 +257,8 @@ struct Cpu {
   /// part(first, last) over [0, total), split into one band per thread, each a whole number of
   /// `granule`s (the last band the rest), unless `single_threaded`.
   template <class Part>
-  static void in_bands(Index total, Index granule, [[maybe_unused]] bool single_threaded, Part&& part) {
+  static void in_bands(Index total, [[maybe_unused]] Index granule, [[maybe_unused]] bool single_threaded,
+                       Part&& part) {
 #if defined(_OPENMP)
     const int parts = threads();
     const Index band = (total / granule + parts - 1) / parts * granule;
