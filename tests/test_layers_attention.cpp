@@ -338,28 +338,52 @@ TEST_CASE("TransformerEncoderBlock: PyTorch parameter names, Sequential, steady-
 }
 
 /// Inference's output of a float block equals training's bit for bit, over more tokens than one
-/// feed-forward block (the last block partial, padding included), on one and two threads.
+/// feed-forward block (the last block partial, padding included), on one and two threads; so do
+/// the gradients of a backward pass after either.
 template <class Block>
 void check_inference_matches_training(Index feed_forward) {
   const Index dim = 32;
   const Batch batch = batch_with_lengths(41, {41, 17, 40, 1, 33, 41, 29});
   REQUIRE(batch.columns() > 2 * 128);
   Rng rng(91);
-  Matrix<float, Cpu> x(dim, batch.columns());
+  Matrix<float, Cpu> x(dim, batch.columns()), dy(dim, batch.columns());
   for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng.normal(0.0, 1.0));
+  for (Index i = 0; i < dy.size(); ++i) dy.data()[i] = static_cast<float>(rng.normal(0.0, 1.0));
   Block block(dim, feed_forward);
   block.initialize(rng);
+  auto differing = [](const Matrix<float, Cpu>& a, const Matrix<float, Cpu>& b) {
+    REQUIRE(a.rows() == b.rows());
+    REQUIRE(a.cols() == b.cols());
+    Index count = 0;
+    for (Index i = 0; i < a.size(); ++i) count += a.data()[i] != b.data()[i];
+    return count;
+  };
+  // Every parameter gradient, then dx, of one backward pass after a forward pass in `mode`.
+  auto gradients = [&](Mode mode) {
+    zero_gradients(block);
+    block.forward(x.view(), batch, mode);
+    std::vector<Matrix<float, Cpu>> out;
+    out.push_back(block.backward(dy.view(), batch));
+    block.for_each_param([&](const auto&, auto& p) { out.push_back(p.grad); });
+    return out;
+  };
   const int saved_threads = Cpu::threads();
   for (int threads : {1, 2}) {
     CAPTURE(threads);
     Cpu::set_threads(threads);
     const Matrix<float, Cpu> trained = block.forward(x.view(), batch, Mode::train);
     const Matrix<float, Cpu> inferred = block.forward(x.view(), batch, Mode::eval);
-    REQUIRE(inferred.rows() == trained.rows());
-    REQUIRE(inferred.cols() == trained.cols());
-    Index differing = 0;
-    for (Index i = 0; i < trained.size(); ++i) differing += trained.data()[i] != inferred.data()[i];
-    CHECK(differing == 0);
+    CHECK(differing(trained, inferred) == 0);
+    const auto after_training = gradients(Mode::train);
+    // A training forward pass over other tokens first, so that no cache left by the one above
+    // can stand in for what the backward pass after inference must recompute.
+    block.forward(dy.view(), batch, Mode::train);
+    const auto after_inference = gradients(Mode::eval);
+    REQUIRE(after_training.size() == after_inference.size());
+    for (std::size_t k = 0; k < after_training.size(); ++k) {
+      CAPTURE(k);
+      CHECK(differing(after_training[k], after_inference[k]) == 0);
+    }
   }
   Cpu::set_threads(saved_threads);
 }

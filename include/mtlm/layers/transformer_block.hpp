@@ -133,10 +133,18 @@ class BasicTransformerBlock {
   static constexpr Index feed_forward_block = 128;
 
   ConstView<S> feed_forward(ConstView<S> x, const Batch& batch, Mode mode) {
-    // Inference keeps nothing for a backward pass, so it can run a block of tokens at a time.
-    // Every column is computed as in training, bit for bit: products sum each entry in the same
-    // order whatever the number of columns.
-    if (mode == Mode::eval && x.cols > feed_forward_block) return feed_forward_in_blocks(x);
+    // Inference runs a block of tokens at a time, keeping nothing for a backward pass. Every
+    // column is computed as in training, bit for bit: products sum each entry in the same order
+    // whatever the number of columns.
+    ff_in_blocks_ = mode == Mode::eval && x.cols > feed_forward_block;
+    if (ff_in_blocks_) {
+      ff_input_ = x;
+      return feed_forward_in_blocks(x);
+    }
+    return feed_forward_layers(x, batch, mode);
+  }
+
+  ConstView<S> feed_forward_layers(ConstView<S> x, const Batch& batch, Mode mode) {
     const auto& u = linear1_.forward(x, batch, mode);
     const auto& v = activation_.forward(u.view(), batch, mode);
     return linear2_.forward(v.view(), batch, mode).view();
@@ -158,6 +166,12 @@ class BasicTransformerBlock {
   }
 
   ConstView<S> feed_forward_backward(ConstView<S> dy, const Batch& batch) {
+    // A backward pass after an inference forward (allowed, as for every layer) first runs the
+    // network as training does, which leaves the layers what their backward passes read.
+    if (ff_in_blocks_) {
+      feed_forward_layers(ff_input_, batch, Mode::eval);
+      ff_in_blocks_ = false;
+    }
     const auto& dv = linear2_.backward(dy, batch);
     const auto& du = activation_.backward(dv.view(), batch);
     return linear1_.backward(du.view(), batch).view();
@@ -171,6 +185,8 @@ class BasicTransformerBlock {
   LayerNorm<D, S, B> norm1_, norm2_;
   Matrix<S, B> residual1_, residual2_, d_out_, d_residual_, dx_;
   Matrix<S, B> ff_hidden_, ff_out_;  ///< inference's feed-forward blocks
+  ConstView<S> ff_input_;
+  bool ff_in_blocks_ = false;  ///< the last forward ran the feed-forward network in blocks
 };
 
 /// PyTorch's nn.TransformerEncoderLayer(D, Heads, FF, dropout=0, activation, norm_first): every
