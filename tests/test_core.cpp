@@ -4,6 +4,8 @@
 #include <mtlm/mtlm.hpp>
 #include <mtlm/testing/gradient_check.hpp>
 
+#include "support/same_bits.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -323,10 +325,7 @@ TEST_CASE("CPU gemm: deep products split along C's longer side, with the same bi
           Cpu::set_threads(saved);
           return c;
         };
-        const auto one = product(1), two = product(2);
-        Index differing = 0;
-        for (Index i = 0; i < one.size(); ++i) differing += one.data()[i] != two.data()[i];
-        CHECK(differing == 0);
+        CHECK(test::differing_entries(product(1), product(2)) == 0);
       }
   }
 }

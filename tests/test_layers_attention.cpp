@@ -11,6 +11,7 @@
 #include <mtlm/testing/gradient_check.hpp>
 
 #include "support/npy_fixture.hpp"
+#include "support/same_bits.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -351,13 +352,6 @@ void check_inference_matches_training(Index feed_forward) {
   for (Index i = 0; i < dy.size(); ++i) dy.data()[i] = static_cast<float>(rng.normal(0.0, 1.0));
   Block block(dim, feed_forward);
   block.initialize(rng);
-  auto differing = [](const Matrix<float, Cpu>& a, const Matrix<float, Cpu>& b) {
-    REQUIRE(a.rows() == b.rows());
-    REQUIRE(a.cols() == b.cols());
-    Index count = 0;
-    for (Index i = 0; i < a.size(); ++i) count += a.data()[i] != b.data()[i];
-    return count;
-  };
   // Every parameter gradient, then dx, of one backward pass after a forward pass in `mode`.
   auto gradients = [&](Mode mode) {
     zero_gradients(block);
@@ -373,7 +367,7 @@ void check_inference_matches_training(Index feed_forward) {
     Cpu::set_threads(threads);
     const Matrix<float, Cpu> trained = block.forward(x.view(), batch, Mode::train);
     const Matrix<float, Cpu> inferred = block.forward(x.view(), batch, Mode::eval);
-    CHECK(differing(trained, inferred) == 0);
+    CHECK(test::differing_entries(trained, inferred) == 0);
     const auto after_training = gradients(Mode::train);
     // A training forward pass over other tokens first, so that no cache left by the one above
     // can stand in for what the backward pass after inference must recompute.
@@ -382,7 +376,7 @@ void check_inference_matches_training(Index feed_forward) {
     REQUIRE(after_training.size() == after_inference.size());
     for (std::size_t k = 0; k < after_training.size(); ++k) {
       CAPTURE(k);
-      CHECK(differing(after_training[k], after_inference[k]) == 0);
+      CHECK(test::differing_entries(after_training[k], after_inference[k]) == 0);
     }
   }
   Cpu::set_threads(saved_threads);
