@@ -8,6 +8,7 @@
 #include <mtlm/testing/gradient_check.hpp>
 
 #include "support/npy_fixture.hpp"
+#include "support/same_bits.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -208,6 +209,43 @@ TEST_CASE("SoftmaxCrossEntropy: backward scales, and repeats without side effect
     for (Index c = 0; c < 4; ++c) sum += once(c, j);
     CHECK(std::abs(sum) < 1e-15);
   }
+}
+
+TEST_CASE_TEMPLATE("SoftmaxCrossEntropy: a blocked pass in place gives forward and backward bit for bit", S,
+                   float, double) {
+  Rng rng(15);
+  const Index classes = 7, columns = 23;
+  const Matrix<S, Cpu> logits = [&] {
+    Matrix<S, Cpu> m(classes, columns);
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<S>(rng.uniform(-4.0, 4.0));
+    return m;
+  }();
+  std::vector<std::int32_t> targets(static_cast<std::size_t>(columns));
+  for (auto& y : targets) y = static_cast<std::int32_t>(rng.uniform() * classes);
+  targets[3] = targets[17] = -100;
+  const std::vector<double> weights{0.5, 1.0, 2.0, 1.5, 0.25, 1.0, 3.0};
+  const std::vector<CrossEntropyOptions> cases{
+      {}, {.label_smoothing = 0.1}, {.class_weights = weights},
+      {.label_smoothing = 0.2, .class_weights = weights, .reduction = Reduction::sum}};
+  for (std::size_t c = 0; c < cases.size(); ++c) {
+    INFO("case " << c);
+    const S scale = static_cast<S>(0.375);
+    SoftmaxCrossEntropy<S> whole(cases[c]), blocked(cases[c]);
+    const S loss = whole.forward(logits.view(), targets);
+    const Matrix<S, Cpu> gradient = whole.backward(scale);
+    // Blocks of 10, 10 and 3 columns, each overwritten with its gradient.
+    Matrix<S, Cpu> in_place = logits;
+    blocked.begin_blocks(targets, classes, scale);
+    for (Index first = 0; first < columns; first += 10)
+      blocked.gradient_in_place(in_place.view().middle_cols(first, std::min<Index>(10, columns - first)), first);
+    CHECK(blocked.end_blocks() == loss);
+    CHECK(blocked.counted() == whole.counted());
+    CHECK(blocked.weight_total() == whole.weight_total());
+    CHECK(test::differing_entries(in_place, gradient) == 0);
+  }
+  SoftmaxCrossEntropy<S> loss;
+  const std::vector<std::int32_t> outside{0, 7};
+  CHECK_THROWS_AS(loss.begin_blocks(outside, classes, S(1)), ShapeError);
 }
 
 TEST_CASE("SoftmaxCrossEntropy: workspaces are reused across calls") {

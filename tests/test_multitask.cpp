@@ -18,6 +18,8 @@
 #include <mtlm/optim/adam.hpp>
 #include <mtlm/testing/gradient_check.hpp>
 
+#include "support/same_bits.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -244,6 +246,62 @@ TEST_CASE("MultiTask: multi-label and regression heads, learned uncertainty weig
   INFO(report.worst);
   CHECK(report.checked == count_parameters(model));
   CHECK(report.max_error < 1e-6);
+}
+
+TEST_CASE_TEMPLATE("LanguageModelHead: forward_backward gives forward, loss and backward bit for bit", Head,
+                   LanguageModelHead<16, Dynamic, LmDirection::both_directions, true, float>,
+                   LanguageModelHead<16, Dynamic, LmDirection::next_token, false, float>) {
+  // forward_backward makes each block's logits, their gradient and its products in one go; a
+  // whole-batch forward makes all logits with one product. 5 x 120 columns make blocks of 256,
+  // 256 and 88 tokens; 3 x 92 make one block of 276 (a 20-token tail joins it). Padding included.
+  constexpr Index words = 300;
+  using Table = Sequential<Embedding<Dynamic, 8, float>>;
+  Rng rng(21);
+  for (const auto& [sequences, longest] : {std::pair{5, 120}, std::pair{3, 92}}) {
+    std::vector<std::vector<TokenId>> seqs(static_cast<std::size_t>(sequences));
+    for (std::size_t b = 0; b < seqs.size(); ++b) {
+      seqs[b].resize(static_cast<std::size_t>(longest - 7 * static_cast<Index>(b)));
+      for (auto& t : seqs[b]) t = static_cast<TokenId>(rng.uniform() * words);
+    }
+    const Batch batch = Batch::from_sequences(seqs);
+    Matrix<float, Cpu> x(16, batch.columns());
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng.uniform(-2.0, 2.0));
+    Table table{Embedding<Dynamic, 8, float>(words)};
+    table.initialize(rng);
+    Head head(words);
+    head.initialize(rng);
+    // A non-zero bias so a block that skipped it would show.
+    head.for_each_param([&](std::string_view, auto& p) {
+      for (Index i = 0; i < p.size(); ++i) p.value.data()[i] = static_cast<float>(rng.uniform(-1.0, 1.0));
+    });
+    for (const int threads : {1, 2}) {
+      INFO(batch.columns() << " columns, " << threads << " threads");
+      const int saved_threads = Cpu::threads();
+      Cpu::set_threads(threads);
+      Table table_a = table, table_b = table;
+      Head a = head, b = head;
+      a.tie(table_a);
+      b.tie(table_b);
+      const float scale = 0.75f;
+      a.forward(x.view(), batch, Mode::train);
+      const double loss_a = a.loss({}, batch);
+      const Matrix<float, Cpu> dx_a = a.backward(scale, batch);
+      const double loss_b = b.forward_backward(x.view(), {}, batch, scale);
+      CHECK(loss_b == loss_a);
+      CHECK(b.token_count() == a.token_count());
+      CHECK(test::differing_entries(b.feature_gradient(), dx_a) == 0);
+      std::vector<Matrix<float, Cpu>> grads_a;
+      a.for_each_param([&](std::string_view, auto& p) { grads_a.push_back(p.grad); });
+      std::size_t k = 0;
+      b.for_each_param([&](std::string_view name, auto& p) {
+        INFO(name);
+        CHECK(test::differing_entries(p.grad, grads_a[k++]) == 0);
+      });
+      CHECK(test::differing_entries(table_b.template layer<0>().weight().grad,
+                                    table_a.template layer<0>().weight().grad) == 0);
+      Cpu::set_threads(saved_threads);
+    }
+  }
 }
 
 TEST_CASE("MultiTask: heads by name, tied weights survive copies") {

@@ -18,6 +18,7 @@
 #include "mtlm/losses/reduction.hpp"
 
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -45,21 +46,26 @@ struct CrossEntropyTotals {
   Index counted = 0;  ///< columns whose target is not ignore_index
 };
 
-/// One pass per column: max subtraction, log-sum-exp, loss, and the unreduced gradient
-/// sum(a) softmax(z) - a into `gradient` (zero at ignored columns). `class_weights` is C x 1, or
-/// empty for uniform weights. Targets are assumed valid (the loss checks them).
+/// One pass per column: max subtraction, log-sum-exp, loss added to `totals`, and `multiplier`
+/// times the unreduced gradient sum(a) softmax(z) - a into `gradient` (zero at ignored columns).
+/// `gradient` may be `logits` itself: a blocked training step turns each block of logits into
+/// its gradient where it lies. `class_weights` is C x 1, or empty for uniform weights. Targets
+/// are assumed valid (the loss checks them).
 template <class S>
-CrossEntropyTotals softmax_cross_entropy_forward(Cpu, In<S> logits,
-                                                 std::span<const std::int32_t> targets,
-                                                 std::int32_t ignore_index, S smoothing,
-                                                 In<S> class_weights, MatrixView<S> gradient) {
-  CrossEntropyTotals totals;
+void softmax_cross_entropy_columns(Cpu, In<S> logits, std::span<const std::int32_t> targets,
+                                   std::int32_t ignore_index, S smoothing, In<S> class_weights,
+                                   S multiplier, MatrixView<S> gradient, CrossEntropyTotals& totals) {
+  using Column = Eigen::Matrix<S, Eigen::Dynamic, 1>;
+  const Index classes = logits.rows;
   const auto Z = Cpu::eigen(logits);
   auto G = Cpu::eigen(gradient);
   const bool weighted = class_weights.rows > 0;
   const auto W = Cpu::eigen(class_weights);
-  const S uniform_share = smoothing / static_cast<S>(logits.rows);
-  const S weight_sum = weighted ? W.sum() : static_cast<S>(logits.rows);
+  const S uniform_share = smoothing / static_cast<S>(classes);
+  const S weight_sum = weighted ? W.sum() : static_cast<S>(classes);
+  // Smoothing reads every logit after the gradient is written: in place, from a copy.
+  const bool keep_copy = smoothing > S(0) && gradient.data == logits.data;
+  S* const copy = keep_copy ? panel::buffer<S, 3>(classes) : nullptr;
   for (Index j = 0; j < logits.cols; ++j) {
     auto g = G.col(j);
     const std::int32_t y = targets[static_cast<std::size_t>(j)];
@@ -67,7 +73,9 @@ CrossEntropyTotals softmax_cross_entropy_forward(Cpu, In<S> logits,
       g.setZero();
       continue;
     }
-    const auto z = Z.col(j);
+    if (keep_copy) Eigen::Map<Column>(copy, classes) = Z.col(j);
+    const auto z = Eigen::Map<const Column>(keep_copy ? copy : Z.col(j).data(), classes);
+    const S z_y = z(y);
     const S max = z.maxCoeff();
     g = (z.array() - max).exp().matrix();
     const S sum = g.sum();
@@ -75,7 +83,7 @@ CrossEntropyTotals softmax_cross_entropy_forward(Cpu, In<S> logits,
     g /= sum;
     const S target_weight = weighted ? W(y, 0) : S(1);
     const S target_share = (S(1) - smoothing) * target_weight;
-    double loss = static_cast<double>(target_share) * static_cast<double>(log_sum_exp - z(y));
+    double loss = static_cast<double>(target_share) * static_cast<double>(log_sum_exp - z_y);
     if (smoothing > S(0)) {
       if (weighted) {
         loss += static_cast<double>(uniform_share) *
@@ -92,10 +100,22 @@ CrossEntropyTotals softmax_cross_entropy_forward(Cpu, In<S> logits,
       g *= target_share;
     }
     g(y) -= target_share;
+    if (multiplier != S(1)) g *= multiplier;
     totals.loss += loss;
     totals.weight += static_cast<double>(target_weight);
     ++totals.counted;
   }
+}
+
+/// The unreduced gradient of every column into `gradient`, and the totals.
+template <class S>
+CrossEntropyTotals softmax_cross_entropy_forward(Cpu, In<S> logits,
+                                                 std::span<const std::int32_t> targets,
+                                                 std::int32_t ignore_index, S smoothing,
+                                                 In<S> class_weights, MatrixView<S> gradient) {
+  CrossEntropyTotals totals;
+  softmax_cross_entropy_columns(Cpu{}, logits, targets, ignore_index, smoothing, class_weights, S(1),
+                                gradient, totals);
   return totals;
 }
 
@@ -144,6 +164,40 @@ class SoftmaxCrossEntropy {
     return static_cast<S>(totals.loss * factor_);
   }
 
+  /// The loss of a batch whose logits are never held all at once (LanguageModelHead's training
+  /// step, CPU): begin_blocks(targets, classes) checks every target and fixes the reduction, which
+  /// needs all of them; gradient_in_place(block, first) adds the block's columns, which start at
+  /// column `first`, to the loss and overwrites them with scale * dL/dlogits, bit for bit what
+  /// forward and backward(scale) give; end_blocks() returns the reduced loss. backward() has
+  /// nothing to return after it.
+  void begin_blocks(std::span<const std::int32_t> targets, Index classes, S scale)
+    requires std::same_as<B, Cpu>
+  {
+    check(ConstView<S>{nullptr, classes, static_cast<Index>(targets.size()), classes}, targets);
+    gradient_.resize(0, 0);
+    targets_ = targets;
+    totals_ = {};
+    // The same sum in the same order as the kernel's, so the factor is forward's.
+    double weight = 0;
+    for (const std::int32_t y : targets)
+      if (y != options_.ignore_index)
+        weight += static_cast<double>(class_weights_.rows() > 0 ? class_weights_(y, 0) : S(1));
+    factor_ = detail::reduction_factor(options_.reduction, weight);
+    multiplier_ = static_cast<S>(factor_ * static_cast<double>(scale));
+  }
+  void gradient_in_place(MatrixView<S> logits, Index first)
+    requires std::same_as<B, Cpu>
+  {
+    softmax_cross_entropy_columns(Cpu{}, ConstView<S>(logits), targets_.subspan(static_cast<std::size_t>(first), static_cast<std::size_t>(logits.cols)),
+                                  options_.ignore_index, static_cast<S>(options_.label_smoothing),
+                                  class_weights_.view(), multiplier_, logits, totals_);
+  }
+  S end_blocks() {
+    counted_ = totals_.counted;
+    weight_total_ = totals_.weight;
+    return static_cast<S>(totals_.loss * factor_);
+  }
+
   /// scale * dL/dlogits for the last forward (C x N); zero columns where the target was ignored.
   const Matrix<S, B>& backward(S scale = S(1)) {
     dlogits_.resize(gradient_.rows(), gradient_.cols());
@@ -189,6 +243,9 @@ class SoftmaxCrossEntropy {
   Matrix<S, B> class_weights_;  ///< C x 1, empty for uniform weights
   Matrix<S, B> gradient_;       ///< unreduced gradient of the last forward
   Matrix<S, B> dlogits_;
+  std::span<const std::int32_t> targets_;  ///< of the blocked pass under way
+  backend::CrossEntropyTotals totals_;
+  S multiplier_ = S(0);
   double factor_ = 0.0;
   double weight_total_ = 0.0;
   Index counted_ = 0;

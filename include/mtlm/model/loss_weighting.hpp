@@ -21,8 +21,9 @@ struct StaticWeighting {
     void initialize(Rng&) {}
     /// Called once at the start of every training step.
     void begin_step() {}
-    /// Factor by which task i's loss gradient is scaled.
-    double gradient_scale(std::size_t, double alpha, double) const { return alpha; }
+    /// Factor by which task i's loss gradient is scaled. It must not depend on the task's loss:
+    /// a head may compute its gradient in the same pass as the loss.
+    double gradient_scale(std::size_t, double alpha) const { return alpha; }
     /// Task i's contribution to the total loss.
     double contribution(std::size_t, double alpha, double loss) const { return alpha * loss; }
     /// Gradients of the weighting's own parameters, given the tasks' losses.
@@ -44,7 +45,7 @@ struct UncertaintyWeighting {
     /// Reads the current log-variances once per step (they live in backend memory).
     void begin_step() { B::download(log_variance_.value.view(), host_.data()); }
 
-    double gradient_scale(std::size_t i, double alpha, double) const {
+    double gradient_scale(std::size_t i, double alpha) const {
       return alpha * std::exp(-s(i));
     }
     double contribution(std::size_t i, double alpha, double loss) const {

@@ -6,7 +6,10 @@
 // compile time), a Target type, forward(features, batch, mode) -> its outputs, loss(target,
 // batch) -> mean loss of the last forward, backward(scale, batch) -> d loss * scale / d features
 // (features x B*T), for_each_param. A task without a target in a batch adds no loss and no
-// gradient (multi-dataset batches, examples lacking a label).
+// gradient (multi-dataset batches, examples lacking a label). A head may also offer
+// forward_backward(features, target, batch, scale) -> loss, with feature_gradient(): the three
+// steps of training in one, which a step then uses (a language-model head never holds all of
+// its logits that way). The weighting's gradient scale is known before any loss for that reason.
 #pragma once
 
 #include "mtlm/core/batch.hpp"
@@ -225,19 +228,26 @@ class BasicMultiTask {
     const auto& target = targets.template at<I>();
     if (!target) return;
     auto& h = std::get<I>(heads_);
-    h.forward(features, batch, Mode::train);
-    const double loss = h.loss(*target, batch);
+    const auto scale = static_cast<Scalar>(weighting_.gradient_scale(I, task_weights[I]));
+    double loss = 0;
+    const Matrix<Scalar, BackendType>* dfeatures = nullptr;
+    if constexpr (requires { h.forward_backward(features, *target, batch, scale); }) {
+      loss = h.forward_backward(features, *target, batch, scale);
+      dfeatures = &h.feature_gradient();
+    } else {
+      h.forward(features, batch, Mode::train);
+      loss = h.loss(*target, batch);
+      dfeatures = &h.backward(scale, batch);
+    }
     losses.task[I] = loss;
     losses.present[I] = true;
     losses.total += weighting_.contribution(I, task_weights[I], loss);
-    const auto scale = static_cast<Scalar>(weighting_.gradient_scale(I, task_weights[I], loss));
-    const auto& dfeatures = h.backward(scale, batch);
     if (!have_feature_gradient_) {
-      feature_gradient_.resize(dfeatures.rows(), dfeatures.cols());
-      BackendType::copy(dfeatures.view(), feature_gradient_.view());
+      feature_gradient_.resize(dfeatures->rows(), dfeatures->cols());
+      BackendType::copy(dfeatures->view(), feature_gradient_.view());
       have_feature_gradient_ = true;
     } else {
-      BackendType::axpy(Scalar(1), dfeatures.view(), feature_gradient_.view());
+      BackendType::axpy(Scalar(1), dfeatures->view(), feature_gradient_.view());
     }
   }
 
