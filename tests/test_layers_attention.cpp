@@ -344,8 +344,9 @@ TEST_CASE("TransformerEncoderBlock: PyTorch parameter names, Sequential, steady-
 template <class Block>
 void check_inference_matches_training(Index feed_forward) {
   const Index dim = 32;
-  const Batch batch = batch_with_lengths(41, {41, 17, 40, 1, 33, 41, 29});
-  REQUIRE(batch.columns() > 2 * 128);
+  // 369 columns: a block of 256 tokens and a partial one of 113.
+  const Batch batch = batch_with_lengths(41, {41, 17, 40, 1, 33, 41, 29, 12, 41});
+  REQUIRE(batch.columns() == 369);
   Rng rng(91);
   Matrix<float, Cpu> x(dim, batch.columns()), dy(dim, batch.columns());
   for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng.normal(0.0, 1.0));
@@ -380,6 +381,58 @@ void check_inference_matches_training(Index feed_forward) {
     }
   }
   Cpu::set_threads(saved_threads);
+}
+
+/// A batch's parameter gradients are the sums of its sequences', and its dx their dx: the
+/// feed-forward network's blocks of tokens (over a batch of 369 columns: 256 and 113, padding
+/// included) must cover every token once and put each one's gradient where it belongs.
+template <class Block>
+void check_batch_equals_its_sequences(Index feed_forward) {
+  const Index dim = 16, longest = 41;
+  const std::vector<Index> lengths{41, 17, 40, 1, 33, 41, 29, 12, 41};
+  const Batch batch = batch_with_lengths(longest, lengths);
+  REQUIRE(batch.columns() == 369);
+  Rng rng(92);
+  HostMatrix x = testing::random_matrix(dim, batch.columns(), rng);
+  HostMatrix dy = testing::random_matrix(dim, batch.columns(), rng);
+  Block block(dim, feed_forward);
+  block.initialize(rng);
+  auto gradients = [&] {
+    std::vector<HostMatrix> out;
+    block.for_each_param([&](const auto&, auto& p) { out.push_back(p.grad); });
+    return out;
+  };
+  zero_gradients(block);
+  block.forward(x.view(), batch, Mode::train);
+  const HostMatrix dx = block.backward(dy.view(), batch);
+  const auto batch_gradients = gradients();
+  zero_gradients(block);
+  double worst_dx = 0;
+  for (std::size_t b = 0; b < lengths.size(); ++b) {
+    const Index len = lengths[b], first = static_cast<Index>(b) * longest;
+    const Batch one = batch_with_lengths(len, {len});
+    block.forward(x.view().middle_cols(first, len), one, Mode::train);
+    const HostMatrix& dx_one = block.backward(dy.view().middle_cols(first, len), one);
+    for (Index j = 0; j < len; ++j)
+      for (Index i = 0; i < dim; ++i) worst_dx = std::max(worst_dx, std::abs(dx_one(i, j) - dx(i, first + j)));
+  }
+  CHECK(worst_dx < 1e-12);
+  const auto summed = gradients();
+  REQUIRE(summed.size() == batch_gradients.size());
+  for (std::size_t k = 0; k < summed.size(); ++k) {
+    CAPTURE(k);
+    double worst = 0;
+    for (Index i = 0; i < summed[k].size(); ++i)
+      worst = std::max(worst, std::abs(summed[k].data()[i] - batch_gradients[k].data()[i]));
+    CHECK(worst < 1e-12);
+  }
+}
+
+TEST_CASE("TransformerEncoderBlock: a batch's gradients are its sequences' (feed-forward blocks)") {
+  check_batch_equals_its_sequences<
+      TransformerEncoderBlock<Dynamic, 4, Dynamic, NormPlacement::post, Activation::relu, double>>(48);
+  check_batch_equals_its_sequences<
+      TransformerEncoderBlock<Dynamic, 4, Dynamic, NormPlacement::pre, Activation::gelu, double>>(40);
 }
 
 TEST_CASE("TransformerEncoderBlock: inference gives training's outputs bit for bit") {

@@ -19,6 +19,7 @@
 #include "mtlm/core/batch.hpp"
 #include "mtlm/core/dims.hpp"
 #include "mtlm/core/param.hpp"
+#include "mtlm/layers/detail/token_blocks.hpp"
 #include "mtlm/losses/cross_entropy.hpp"
 
 #include <algorithm>
@@ -115,7 +116,7 @@ class LanguageModelHead {
     dfeatures_.resize(in_, features_.cols);
     for (int d = 0; d < directions; ++d) {
       const auto& dlogits = loss_[d].backward(scale / S(directions));
-      for_each_block(features_.cols, [&](Index first, Index count) {
+      detail::for_each_token_block(features_.cols, [&](Index first, Index count) {
         backward_block(d, first, dlogits.view().middle_cols(first, count));
       });
     }
@@ -140,7 +141,7 @@ class LanguageModelHead {
       logits_[d].resize(0, 0);
       neighbour_targets(batch, d == 0 ? 1 : -1, targets_[d]);
       loss_[d].begin_blocks(targets_[d], vocab_, scale / S(directions));
-      for_each_block(features.cols, [&](Index first, Index count) {
+      detail::for_each_token_block(features.cols, [&](Index first, Index count) {
         block_.resize(vocab_, count);
         affine(B{}, Transpose::yes, weight(d).value.view(), part(features, d).middle_cols(first, count),
                bias_[d].value.view(), block_.view());
@@ -178,25 +179,6 @@ class LanguageModelHead {
     if (features.rows != in_)
       throw ShapeError("mtlm: LanguageModelHead: features have " + std::to_string(features.rows) +
                        " rows, expected " + std::to_string(in_));
-  }
-
-  /// Tokens per block of the backward products (and of forward_backward's logits): a block's
-  /// gradient, 1 MiB for 1000 words, stays in the second-level cache between the products that
-  /// read it (measured against 64, 128 and 512). It is the packed GEMM's depth block, so the
-  /// table's gradient adds its tokens in the chunks one product over all of them would. A last
-  /// block of at most 32 tokens joins the one before: a product that narrow takes another kernel.
-  static constexpr Index token_block = 256;
-  static constexpr Index smallest_block = 32;
-
-  template <class F>
-  static void for_each_block(Index tokens, F&& f) {
-    Index first = 0;
-    while (first < tokens) {
-      Index count = std::min(token_block, tokens - first);
-      if (tokens - first - count <= smallest_block) count = tokens - first;
-      f(first, count);
-      first += count;
-    }
   }
 
   /// The parameter gradients and the features' gradient of tokens [first, first + cols) of

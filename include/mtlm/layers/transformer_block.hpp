@@ -21,6 +21,7 @@
 #include "mtlm/layers/activation.hpp"
 #include "mtlm/layers/attention.hpp"
 #include "mtlm/layers/detail/padding.hpp"
+#include "mtlm/layers/detail/token_blocks.hpp"
 #include "mtlm/layers/layer_norm.hpp"
 #include "mtlm/layers/linear.hpp"
 
@@ -72,13 +73,13 @@ class BasicTransformerBlock {
       const auto& a = self_attn_.forward(x, batch, mode);
       sum_into(x, a.view(), residual1_);
       const auto& h = norm1_.forward(residual1_.view(), batch, mode);
-      sum_into(h.view(), feed_forward(h.view(), batch, mode), residual2_);
+      sum_into(h.view(), feed_forward(h.view(), mode), residual2_);
       return norm2_.forward(residual2_.view(), batch, mode);
     } else {
       const auto& a = self_attn_.forward(norm1_.forward(x, batch, mode).view(), batch, mode);
       sum_into(x, a.view(), residual1_);
       const auto& h2 = norm2_.forward(residual1_.view(), batch, mode);
-      sum_into(residual1_.view(), feed_forward(h2.view(), batch, mode), residual2_);
+      sum_into(residual1_.view(), feed_forward(h2.view(), mode), residual2_);
       // x + attn + ff is not 0 at padding columns (x and the feed-forward biases are not).
       detail::zero_padding<B>(residual2_.view(), batch);
       return residual2_;
@@ -88,7 +89,7 @@ class BasicTransformerBlock {
   const Matrix<S, B>& backward(ConstView<S> dy, const Batch& batch) {
     if constexpr (Norm == NormPlacement::post) {
       const auto& d_r2 = norm2_.backward(dy, batch);  // 0 at padding columns
-      sum_into(d_r2.view(), feed_forward_backward(d_r2.view(), batch), d_residual_);
+      sum_into(d_r2.view(), feed_forward_backward(d_r2.view()), d_residual_);
       const auto& d_r1 = norm1_.backward(d_residual_.view(), batch);
       sum_into(d_r1.view(), self_attn_.backward(d_r1.view(), batch).view(), dx_);
     } else {
@@ -97,7 +98,7 @@ class BasicTransformerBlock {
       d_out_.resize(dy.rows, dy.cols);
       B::copy(dy, d_out_.view());
       detail::zero_padding<B>(d_out_.view(), batch);
-      const auto& d_h2 = feed_forward_backward(d_out_.view(), batch);
+      const auto d_h2 = feed_forward_backward(d_out_.view());
       sum_into(d_out_.view(), norm2_.backward(d_h2, batch).view(), d_residual_);
       const auto& d_n1 = self_attn_.backward(d_residual_.view(), batch);
       sum_into(d_residual_.view(), norm1_.backward(d_n1.view(), batch).view(), dx_);
@@ -127,66 +128,82 @@ class BasicTransformerBlock {
     backend::add(B{}, a, b, out.view());
   }
 
-  /// Tokens per block of the feed-forward network in inference. A block's hidden activations
-  /// (FF x 128: 256 KiB at FF 512) stay in the second-level cache between the two products; a
-  /// whole batch's (2 MiB for 1024 tokens) go out to memory and come back, three times over.
-  static constexpr Index feed_forward_block = 128;
+  /// GELU's derivative needs its input; the others' can be had from the output (ReLU's input is
+  /// positive exactly where its output is), so only the output is kept for them.
+  static constexpr bool keeps_hidden_input = Act == Activation::gelu;
 
-  ConstView<S> feed_forward(ConstView<S> x, const Batch& batch, Mode mode) {
-    // Inference runs a block of tokens at a time, keeping nothing for a backward pass. Every
-    // column is computed as in training, bit for bit: products sum each entry in the same order
-    // whatever the number of columns.
-    ff_in_blocks_ = mode == Mode::eval && x.cols > feed_forward_block;
-    if (ff_in_blocks_) {
-      ff_input_ = x;
-      return feed_forward_in_blocks(x);
+  /// Linear, activation, linear, one block of tokens at a time: a block's hidden activations
+  /// and, in backward, their gradient (FF x 256: 512 KiB each at FF 512) stay in the second-level
+  /// cache between the products that read them; a whole batch's (2 MiB each for 1024 tokens)
+  /// would go out to memory and come back several times. Training keeps the hidden activations
+  /// for backward; inference keeps nothing. Every column is computed alike in both (products sum
+  /// each entry in the same order whatever the number of columns), so inference gives training's
+  /// outputs bit for bit.
+  ConstView<S> feed_forward(ConstView<S> x, Mode mode) {
+    const Index hidden = linear1_.out_features();
+    ff_input_ = x;
+    ff_kept_ = mode == Mode::train;
+    if (ff_kept_) {
+      ff_hidden_.resize(hidden, x.cols);
+      if constexpr (keeps_hidden_input) ff_hidden_input_.resize(hidden, x.cols);
+    } else {
+      ff_hidden_.resize(hidden, std::min(x.cols, detail::widest_token_block));
     }
-    return feed_forward_layers(x, batch, mode);
-  }
-
-  ConstView<S> feed_forward_layers(ConstView<S> x, const Batch& batch, Mode mode) {
-    const auto& u = linear1_.forward(x, batch, mode);
-    const auto& v = activation_.forward(u.view(), batch, mode);
-    return linear2_.forward(v.view(), batch, mode).view();
-  }
-
-  ConstView<S> feed_forward_in_blocks(ConstView<S> x) {
-    ff_hidden_.resize(linear1_.out_features(), feed_forward_block);
     ff_out_.resize(dim_, x.cols);
-    for (Index first = 0; first < x.cols; first += feed_forward_block) {
-      const Index count = std::min(feed_forward_block, x.cols - first);
-      const MatrixView<S> u = ff_hidden_.view().middle_cols(0, count);
+    detail::for_each_token_block(x.cols, [&](Index first, Index count) {
+      const Index at = ff_kept_ ? first : 0;
+      const MatrixView<S> v = ff_hidden_.view().middle_cols(at, count);
+      const MatrixView<S> u = keeps_hidden_input && ff_kept_ ? ff_hidden_input_.view().middle_cols(at, count) : v;
       affine(B{}, Transpose::no, linear1_.weight().value.view(), x.middle_cols(first, count),
              linear1_.bias().value.view(), u);
-      B::template activate<Act>(u, u);
-      affine(B{}, Transpose::no, linear2_.weight().value.view(), u, linear2_.bias().value.view(),
+      B::template activate<Act>(u, v);
+      affine(B{}, Transpose::no, linear2_.weight().value.view(), v, linear2_.bias().value.view(),
              ff_out_.view().middle_cols(first, count));
-    }
+    });
     return ff_out_.view();
   }
 
-  ConstView<S> feed_forward_backward(ConstView<S> dy, const Batch& batch) {
+  /// Per block: both weight gradients, the hidden gradient in place, and dx.
+  ConstView<S> feed_forward_backward(ConstView<S> dy) {
     // A backward pass after an inference forward (allowed, as for every layer) first runs the
-    // network as training does, which leaves the layers what their backward passes read.
-    if (ff_in_blocks_) {
-      feed_forward_layers(ff_input_, batch, Mode::eval);
-      ff_in_blocks_ = false;
-    }
-    const auto& dv = linear2_.backward(dy, batch);
-    const auto& du = activation_.backward(dv.view(), batch);
-    return linear1_.backward(du.view(), batch).view();
+    // network as training does, to keep what this pass reads.
+    if (!ff_kept_) feed_forward(ff_input_, Mode::train);
+    const ConstView<S> x = ff_input_;
+    ff_hidden_grad_.resize(linear1_.out_features(), std::min(x.cols, detail::widest_token_block));
+    ff_dx_.resize(dim_, x.cols);
+    auto& w1 = linear1_.weight();
+    auto& w2 = linear2_.weight();
+    detail::for_each_token_block(x.cols, [&](Index first, Index count) {
+      const ConstView<S> dy_here = dy.middle_cols(first, count), x_here = x.middle_cols(first, count);
+      const ConstView<S> v = ff_hidden_.view().middle_cols(first, count);
+      const ConstView<S> u = keeps_hidden_input ? ff_hidden_input_.view().middle_cols(first, count) : v;
+      const MatrixView<S> dv = ff_hidden_grad_.view().middle_cols(0, count);
+      B::gemm(Transpose::no, Transpose::yes, S(1), dy_here, v, S(1), w2.grad.view());
+      B::sum_columns(dy_here, S(1), linear2_.bias().grad.view());
+      B::gemm(Transpose::yes, Transpose::no, S(1), w2.value.view(), dy_here, S(0), dv);
+      B::template activate_backward<Act>(u, v, dv, dv);  // now du
+      B::gemm(Transpose::no, Transpose::yes, S(1), ConstView<S>(dv), x_here, S(1), w1.grad.view());
+      B::sum_columns(ConstView<S>(dv), S(1), linear1_.bias().grad.view());
+      B::gemm(Transpose::yes, Transpose::no, S(1), w1.value.view(), ConstView<S>(dv), S(0),
+              ff_dx_.view().middle_cols(first, count));
+    });
+    return ff_dx_.view();
   }
 
   Index dim_;
   BasicMultiHeadSelfAttention<D, Heads, Causal, S, B> self_attn_;
+  // The feed-forward network's parameters live in its two Linear layers (PyTorch's names); the
+  // block runs the network itself, in blocks of tokens.
   Linear<D, FF, S, B> linear1_;
-  ActivationLayer<Act, FF, S, B> activation_;
   Linear<FF, D, S, B> linear2_;
   LayerNorm<D, S, B> norm1_, norm2_;
   Matrix<S, B> residual1_, residual2_, d_out_, d_residual_, dx_;
-  Matrix<S, B> ff_hidden_, ff_out_;  ///< inference's feed-forward blocks
+  Matrix<S, B> ff_hidden_;        ///< activation outputs: every token's in training, a block's in inference
+  Matrix<S, B> ff_hidden_input_;  ///< activation inputs, kept in training when backward needs them
+  Matrix<S, B> ff_hidden_grad_;   ///< one block's gradient of the hidden activations
+  Matrix<S, B> ff_out_, ff_dx_;
   ConstView<S> ff_input_;
-  bool ff_in_blocks_ = false;  ///< the last forward ran the feed-forward network in blocks
+  bool ff_kept_ = false;  ///< the last forward kept the hidden activations
 };
 
 /// PyTorch's nn.TransformerEncoderLayer(D, Heads, FF, dropout=0, activation, norm_first): every
