@@ -105,11 +105,15 @@ fi
 
 out=$build/compare-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
+# A shared machine's speed drifts within minutes (15-25% here between runs of one binary). The
+# repetitions of every benchmark run interleaved in random order, so mtlm's and the peer's see
+# the same drift and a ratio does not hang on which of them ran in a fast minute.
 for n in "${thread_counts[@]}"; do
   for p in "${!binaries[@]}"; do
     echo "== $n thread(s): ${binaries[$p]} (results in $out/peer$p-threads-$n.json)" >&2
     OMP_NUM_THREADS=$n "${binaries[$p]}" --threads="$n" --benchmark_repetitions="$reps" \
       --benchmark_min_time="$min_time" --benchmark_report_aggregates_only=true \
+      --benchmark_enable_random_interleaving=true \
       --benchmark_format=json --benchmark_out="$out/peer$p-threads-$n.json" \
       --benchmark_out_format=json >/dev/null
     # Peak resident memory (KiB) of training alone, and of the same process training nothing.
