@@ -22,7 +22,6 @@
 #include "mtlm/layers/detail/token_blocks.hpp"
 #include "mtlm/losses/cross_entropy.hpp"
 
-#include <algorithm>
 #include <array>
 #include <concepts>
 #include <cstdint>
@@ -143,8 +142,8 @@ class LanguageModelHead {
       loss_[d].begin_blocks(targets_[d], vocab_, scale / S(directions));
       detail::for_each_token_block(features.cols, [&](Index first, Index count) {
         block_.resize(vocab_, count);
-        affine(B{}, Transpose::yes, weight(d).value.view(), part(features, d).middle_cols(first, count),
-               bias_[d].value.view(), block_.view());
+        affine(B{}, Transpose::yes, weight(d).value.view(),
+               part(features, d).middle_cols(first, count), bias_[d].value.view(), block_.view());
         loss_[d].gradient_in_place(block_.view(), first);
         backward_block(d, first, block_.view());
       });
@@ -184,8 +183,8 @@ class LanguageModelHead {
   /// The parameter gradients and the features' gradient of tokens [first, first + cols) of
   /// direction d, from their dlogits (vocab x cols).
   void backward_block(int d, Index first, ConstView<S> dlogits) {
-    B::gemm(Transpose::no, Transpose::yes, S(1), part(features_, d).middle_cols(first, dlogits.cols), dlogits,
-            S(1), weight(d).grad.view());
+    const auto features = part(features_, d).middle_cols(first, dlogits.cols);
+    B::gemm(Transpose::no, Transpose::yes, S(1), features, dlogits, S(1), weight(d).grad.view());
     weight(d).grad_columns.mark_all();  // a tied table's gradient is now dense
     B::sum_columns(dlogits, S(1), bias_[d].grad.view());
     B::gemm(Transpose::no, Transpose::no, S(1), weight(d).value.view(), dlogits, S(0),

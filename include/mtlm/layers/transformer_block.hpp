@@ -153,7 +153,8 @@ class BasicTransformerBlock {
     detail::for_each_token_block(x.cols, [&](Index first, Index count) {
       const Index at = ff_kept_ ? first : 0;
       const MatrixView<S> v = ff_hidden_.view().middle_cols(at, count);
-      const MatrixView<S> u = keeps_hidden_input && ff_kept_ ? ff_hidden_input_.view().middle_cols(at, count) : v;
+      const MatrixView<S> u =
+          keeps_hidden_input && ff_kept_ ? ff_hidden_input_.view().middle_cols(at, count) : v;
       affine(B{}, Transpose::no, linear1_.weight().value.view(), x.middle_cols(first, count),
              linear1_.bias().value.view(), u);
       B::template activate<Act>(u, v);
@@ -174,17 +175,20 @@ class BasicTransformerBlock {
     auto& w1 = linear1_.weight();
     auto& w2 = linear2_.weight();
     detail::for_each_token_block(x.cols, [&](Index first, Index count) {
-      const ConstView<S> dy_here = dy.middle_cols(first, count), x_here = x.middle_cols(first, count);
+      const ConstView<S> dy_here = dy.middle_cols(first, count);
+      const ConstView<S> x_here = x.middle_cols(first, count);
       const ConstView<S> v = ff_hidden_.view().middle_cols(first, count);
-      const ConstView<S> u = keeps_hidden_input ? ff_hidden_input_.view().middle_cols(first, count) : v;
+      const ConstView<S> u =
+          keeps_hidden_input ? ff_hidden_input_.view().middle_cols(first, count) : v;
       const MatrixView<S> dv = ff_hidden_grad_.view().middle_cols(0, count);
       B::gemm(Transpose::no, Transpose::yes, S(1), dy_here, v, S(1), w2.grad.view());
       B::sum_columns(dy_here, S(1), linear2_.bias().grad.view());
       B::gemm(Transpose::yes, Transpose::no, S(1), w2.value.view(), dy_here, S(0), dv);
-      B::template activate_backward<Act>(u, v, dv, dv);  // now du
-      B::gemm(Transpose::no, Transpose::yes, S(1), ConstView<S>(dv), x_here, S(1), w1.grad.view());
-      B::sum_columns(ConstView<S>(dv), S(1), linear1_.bias().grad.view());
-      B::gemm(Transpose::yes, Transpose::no, S(1), w1.value.view(), ConstView<S>(dv), S(0),
+      B::template activate_backward<Act>(u, v, dv, dv);
+      const ConstView<S> du = dv;  // the activation's input gradient, in place of dv
+      B::gemm(Transpose::no, Transpose::yes, S(1), du, x_here, S(1), w1.grad.view());
+      B::sum_columns(du, S(1), linear1_.bias().grad.view());
+      B::gemm(Transpose::yes, Transpose::no, S(1), w1.value.view(), du, S(0),
               ff_dx_.view().middle_cols(first, count));
     });
     return ff_dx_.view();
@@ -198,7 +202,7 @@ class BasicTransformerBlock {
   Linear<FF, D, S, B> linear2_;
   LayerNorm<D, S, B> norm1_, norm2_;
   Matrix<S, B> residual1_, residual2_, d_out_, d_residual_, dx_;
-  Matrix<S, B> ff_hidden_;        ///< activation outputs: every token's in training, a block's in inference
+  Matrix<S, B> ff_hidden_;        ///< activation outputs: all tokens' in training, a block's in inference
   Matrix<S, B> ff_hidden_input_;  ///< activation inputs, kept in training when backward needs them
   Matrix<S, B> ff_hidden_grad_;   ///< one block's gradient of the hidden activations
   Matrix<S, B> ff_out_, ff_dx_;

@@ -153,15 +153,13 @@ class SoftmaxCrossEntropy {
 
   /// Returns the reduced loss of `logits` (C x N) against `targets` (N entries).
   S forward(ConstView<S> logits, std::span<const std::int32_t> targets) {
-    check(logits, targets);
+    check(logits.rows, logits.cols, targets);
     gradient_.resize(logits.rows, logits.cols);
-    const auto totals = softmax_cross_entropy_forward(
+    totals_ = softmax_cross_entropy_forward(
         B{}, logits, targets, options_.ignore_index, static_cast<S>(options_.label_smoothing),
         class_weights_.view(), gradient_.view());
-    counted_ = totals.counted;
-    weight_total_ = totals.weight;
-    factor_ = detail::reduction_factor(options_.reduction, totals.weight);
-    return static_cast<S>(totals.loss * factor_);
+    factor_ = detail::reduction_factor(options_.reduction, totals_.weight);
+    return reduced_loss();
   }
 
   /// The loss of a batch whose logits are never held all at once (LanguageModelHead's training
@@ -173,7 +171,7 @@ class SoftmaxCrossEntropy {
   void begin_blocks(std::span<const std::int32_t> targets, Index classes, S scale)
     requires std::same_as<B, Cpu>
   {
-    check(ConstView<S>{nullptr, classes, static_cast<Index>(targets.size()), classes}, targets);
+    check(classes, static_cast<Index>(targets.size()), targets);
     gradient_.resize(0, 0);
     targets_ = targets;
     totals_ = {};
@@ -188,15 +186,13 @@ class SoftmaxCrossEntropy {
   void gradient_in_place(MatrixView<S> logits, Index first)
     requires std::same_as<B, Cpu>
   {
-    softmax_cross_entropy_columns(Cpu{}, ConstView<S>(logits), targets_.subspan(static_cast<std::size_t>(first), static_cast<std::size_t>(logits.cols)),
-                                  options_.ignore_index, static_cast<S>(options_.label_smoothing),
-                                  class_weights_.view(), multiplier_, logits, totals_);
+    const auto block_targets =
+        targets_.subspan(static_cast<std::size_t>(first), static_cast<std::size_t>(logits.cols));
+    softmax_cross_entropy_columns(Cpu{}, ConstView<S>(logits), block_targets, options_.ignore_index,
+                                  static_cast<S>(options_.label_smoothing), class_weights_.view(),
+                                  multiplier_, logits, totals_);
   }
-  S end_blocks() {
-    counted_ = totals_.counted;
-    weight_total_ = totals_.weight;
-    return static_cast<S>(totals_.loss * factor_);
-  }
+  S end_blocks() { return reduced_loss(); }
 
   /// scale * dL/dlogits for the last forward (C x N); zero columns where the target was ignored.
   const Matrix<S, B>& backward(S scale = S(1)) {
@@ -222,19 +218,26 @@ class SoftmaxCrossEntropy {
   }
 
  private:
-  void check(ConstView<S> logits, std::span<const std::int32_t> targets) const {
-    if (static_cast<Index>(targets.size()) != logits.cols)
+  /// The totals of the last pass, reduced; counted() and weight_total() come from them.
+  S reduced_loss() {
+    counted_ = totals_.counted;
+    weight_total_ = totals_.weight;
+    return static_cast<S>(totals_.loss * factor_);
+  }
+
+  void check(Index classes, Index columns, std::span<const std::int32_t> targets) const {
+    if (static_cast<Index>(targets.size()) != columns)
       throw ShapeError("mtlm: SoftmaxCrossEntropy: " + std::to_string(targets.size()) +
-                       " targets for " + std::to_string(logits.cols) + " logit columns");
-    if (class_weights_.rows() > 0 && class_weights_.rows() != logits.rows)
+                       " targets for " + std::to_string(columns) + " logit columns");
+    if (class_weights_.rows() > 0 && class_weights_.rows() != classes)
       throw ShapeError("mtlm: SoftmaxCrossEntropy: " + std::to_string(class_weights_.rows()) +
-                       " class weights for " + std::to_string(logits.rows) + " classes");
+                       " class weights for " + std::to_string(classes) + " classes");
     for (std::size_t j = 0; j < targets.size(); ++j) {
       const std::int32_t y = targets[j];
-      if (y != options_.ignore_index && (y < 0 || y >= logits.rows))
+      if (y != options_.ignore_index && (y < 0 || y >= classes))
         throw ShapeError("mtlm: SoftmaxCrossEntropy: target " + std::to_string(y) +
                          " at column " + std::to_string(j) + " is outside [0, " +
-                         std::to_string(logits.rows) + ") and is not ignore_index " +
+                         std::to_string(classes) + ") and is not ignore_index " +
                          std::to_string(options_.ignore_index));
     }
   }
@@ -244,7 +247,7 @@ class SoftmaxCrossEntropy {
   Matrix<S, B> gradient_;       ///< unreduced gradient of the last forward
   Matrix<S, B> dlogits_;
   std::span<const std::int32_t> targets_;  ///< of the blocked pass under way
-  backend::CrossEntropyTotals totals_;
+  backend::CrossEntropyTotals totals_;     ///< of the last forward or blocked pass
   S multiplier_ = S(0);
   double factor_ = 0.0;
   double weight_total_ = 0.0;
