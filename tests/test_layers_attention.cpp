@@ -340,47 +340,60 @@ TEST_CASE("TransformerEncoderBlock: PyTorch parameter names, Sequential, steady-
 
 /// Inference's output of a float block equals training's bit for bit, over more tokens than one
 /// feed-forward block (the last block partial, padding included), on one and two threads; so do
-/// the gradients of a backward pass after either.
+/// the gradients of a backward pass after either. Two threads, which share the blocks, give one
+/// thread's numbers, including when one thread runs two blocks (three blocks: 600 columns).
 template <class Block>
 void check_inference_matches_training(Index feed_forward) {
   const Index dim = 32;
-  // 369 columns: a block of 256 tokens and a partial one of 113.
-  const Batch batch = batch_with_lengths(41, {41, 17, 40, 1, 33, 41, 29, 12, 41});
-  REQUIRE(batch.columns() == 369);
-  Rng rng(91);
-  Matrix<float, Cpu> x(dim, batch.columns()), dy(dim, batch.columns());
-  for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng.normal(0.0, 1.0));
-  for (Index i = 0; i < dy.size(); ++i) dy.data()[i] = static_cast<float>(rng.normal(0.0, 1.0));
-  Block block(dim, feed_forward);
-  block.initialize(rng);
-  // Every parameter gradient, then dx, of one backward pass after a forward pass in `mode`.
-  auto gradients = [&](Mode mode) {
-    zero_gradients(block);
-    block.forward(x.view(), batch, mode);
-    std::vector<Matrix<float, Cpu>> out;
-    out.push_back(block.backward(dy.view(), batch));
-    block.for_each_param([&](const auto&, auto& p) { out.push_back(p.grad); });
-    return out;
-  };
-  const int saved_threads = Cpu::threads();
-  for (int threads : {1, 2}) {
-    CAPTURE(threads);
-    Cpu::set_threads(threads);
-    const Matrix<float, Cpu> trained = block.forward(x.view(), batch, Mode::train);
-    const Matrix<float, Cpu> inferred = block.forward(x.view(), batch, Mode::eval);
-    CHECK(test::differing_entries(trained, inferred) == 0);
-    const auto after_training = gradients(Mode::train);
-    // A training forward pass over other tokens first, so that no cache left by the one above
-    // can stand in for what the backward pass after inference must recompute.
-    block.forward(dy.view(), batch, Mode::train);
-    const auto after_inference = gradients(Mode::eval);
-    REQUIRE(after_training.size() == after_inference.size());
-    for (std::size_t k = 0; k < after_training.size(); ++k) {
-      CAPTURE(k);
-      CHECK(test::differing_entries(after_training[k], after_inference[k]) == 0);
+  // 369 columns: a block of 256 tokens and a partial one of 113; 600: 256, 256 and 88.
+  for (const Batch& batch : {batch_with_lengths(41, {41, 17, 40, 1, 33, 41, 29, 12, 41}),
+                             batch_with_lengths(75, {75, 75, 70, 75, 3, 75, 72, 30})}) {
+    CAPTURE(batch.columns());
+    Rng rng(91);
+    Matrix<float, Cpu> x(dim, batch.columns()), dy(dim, batch.columns());
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng.normal(0.0, 1.0));
+    for (Index i = 0; i < dy.size(); ++i) dy.data()[i] = static_cast<float>(rng.normal(0.0, 1.0));
+    Block block(dim, feed_forward);
+    block.initialize(rng);
+    // Every parameter gradient, then dx, of one backward pass after a forward pass in `mode`.
+    auto gradients = [&](Mode mode) {
+      zero_gradients(block);
+      block.forward(x.view(), batch, mode);
+      std::vector<Matrix<float, Cpu>> out;
+      out.push_back(block.backward(dy.view(), batch));
+      block.for_each_param([&](const auto&, auto& p) { out.push_back(p.grad); });
+      return out;
+    };
+    auto check_equal = [](const std::vector<Matrix<float, Cpu>>& a, const std::vector<Matrix<float, Cpu>>& b) {
+      REQUIRE(a.size() == b.size());
+      for (std::size_t k = 0; k < a.size(); ++k) {
+        CAPTURE(k);
+        CHECK(test::differing_entries(a[k], b[k]) == 0);
+      }
+    };
+    const int saved_threads = Cpu::threads();
+    std::vector<Matrix<float, Cpu>> one_thread;
+    for (int threads : {1, 2}) {
+      CAPTURE(threads);
+      Cpu::set_threads(threads);
+      const Matrix<float, Cpu> trained = block.forward(x.view(), batch, Mode::train);
+      const Matrix<float, Cpu> inferred = block.forward(x.view(), batch, Mode::eval);
+      CHECK(test::differing_entries(trained, inferred) == 0);
+      const auto after_training = gradients(Mode::train);
+      // A training forward pass over other tokens first, so that no cache left by the one above
+      // can stand in for what the backward pass after inference must recompute.
+      block.forward(dy.view(), batch, Mode::train);
+      const auto after_inference = gradients(Mode::eval);
+      check_equal(after_training, after_inference);
+      std::vector<Matrix<float, Cpu>> results{inferred};
+      results.insert(results.end(), after_training.begin(), after_training.end());
+      if (threads == 1)
+        one_thread = results;
+      else
+        check_equal(one_thread, results);
     }
+    Cpu::set_threads(saved_threads);
   }
-  Cpu::set_threads(saved_threads);
 }
 
 /// A batch's parameter gradients are the sums of its sequences', and its dx their dx: the

@@ -26,6 +26,7 @@
 #include "mtlm/layers/linear.hpp"
 
 #include <algorithm>
+#include <concepts>
 #include <string>
 
 namespace mtlm {
@@ -143,15 +144,17 @@ class BasicTransformerBlock {
     const Index hidden = linear1_.out_features();
     ff_input_ = x;
     ff_kept_ = mode == Mode::train;
+    // Inference keeps one block's hidden activations per thread.
+    const Index block_width = std::min(x.cols, detail::widest_token_block);
     if (ff_kept_) {
       ff_hidden_.resize(hidden, x.cols);
       if constexpr (keeps_hidden_input) ff_hidden_input_.resize(hidden, x.cols);
     } else {
-      ff_hidden_.resize(hidden, std::min(x.cols, detail::widest_token_block));
+      ff_hidden_.resize(hidden, block_width * block_threads(x.cols));
     }
     ff_out_.resize(dim_, x.cols);
-    detail::for_each_token_block(x.cols, [&](Index first, Index count) {
-      const Index at = ff_kept_ ? first : 0;
+    auto block = [&](Index first, Index count, int thread) {
+      const Index at = ff_kept_ ? first : thread * block_width;
       const MatrixView<S> v = ff_hidden_.view().middle_cols(at, count);
       const MatrixView<S> u =
           keeps_hidden_input && ff_kept_ ? ff_hidden_input_.view().middle_cols(at, count) : v;
@@ -160,8 +163,20 @@ class BasicTransformerBlock {
       B::template activate<Act>(u, v);
       affine(B{}, Transpose::no, linear2_.weight().value.view(), v, linear2_.bias().value.view(),
              ff_out_.view().middle_cols(first, count));
-    });
+    };
+    if constexpr (std::same_as<B, Cpu>)
+      detail::for_each_token_block_on_threads(x.cols, block);
+    else
+      detail::for_each_token_block(x.cols, [&](Index first, Index count) { block(first, count, 0); });
     return ff_out_.view();
+  }
+
+  /// Threads the forward pass runs its blocks on.
+  static int block_threads(Index tokens) {
+    if constexpr (std::same_as<B, Cpu>)
+      return detail::token_block_threads(tokens);
+    else
+      return 1;
   }
 
   /// Per block: both weight gradients, the hidden gradient in place, and dx.

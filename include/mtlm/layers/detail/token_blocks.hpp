@@ -10,6 +10,7 @@
 // another order.
 #pragma once
 
+#include "mtlm/backend/cpu.hpp"
 #include "mtlm/backend/narrow_gemm.hpp"
 #include "mtlm/backend/panel_gemm.hpp"
 #include "mtlm/core/dims.hpp"
@@ -32,6 +33,47 @@ void for_each_token_block(Index tokens, F&& f) {
     f(first, count);
     first += count;
   }
+}
+
+/// How many blocks for_each_token_block makes of [0, tokens).
+inline Index token_block_count(Index tokens) {
+  const Index whole = tokens / token_block;
+  return whole == 0 ? Index{tokens > 0} : whole + Index{tokens % token_block > backend::narrow::few_columns};
+}
+
+/// Threads that for_each_token_block_on_threads gives the blocks of [0, tokens): the calling
+/// thread's product threads, at most one per block.
+inline int token_block_threads(Index tokens) {
+#if defined(_OPENMP)
+  if (omp_in_parallel()) return 1;
+#endif
+  return static_cast<int>(std::clamp<Index>(token_block_count(tokens), 1, backend::Cpu::threads()));
+}
+
+/// f(first, count, thread) for each block of [0, tokens), the blocks dealt in turn to
+/// token_block_threads(tokens) threads (`thread`: which, for scratch of its own). Split by rows,
+/// each product of a block would end in a barrier, and the next would read rows that the other
+/// thread wrote, from its cache; a block on one thread keeps its intermediates in that thread's
+/// cache and meets the others once. Each block's products run on its thread alone and sum every
+/// entry as they would on any number of threads. Blocks must write disjoint outputs and must not
+/// throw.
+template <class F>
+void for_each_token_block_on_threads(Index tokens, F&& f) {
+  const int threads = token_block_threads(tokens);
+  auto block = [&](Index i, int thread) {
+    const Index first = i * token_block;
+    const Index count = i + 1 == token_block_count(tokens) ? tokens - first : token_block;
+    f(first, count, thread);
+  };
+#if defined(_OPENMP)
+  if (threads >= 2) {
+#pragma omp parallel for schedule(static, 1) num_threads(threads)
+    for (Index i = 0; i < token_block_count(tokens); ++i) block(i, omp_get_thread_num());
+    return;
+  }
+#endif
+  (void)threads;
+  for (Index i = 0; i < token_block_count(tokens); ++i) block(i, 0);
 }
 
 }  // namespace mtlm::detail
