@@ -248,6 +248,48 @@ TEST_CASE_TEMPLATE("SoftmaxCrossEntropy: a blocked pass in place gives forward a
   CHECK_THROWS_AS(loss.begin_blocks(outside, classes, S(1)), ShapeError);
 }
 
+TEST_CASE("SoftmaxCrossEntropy: two threads give one thread's loss and gradient bit for bit") {
+  // 300 classes x 777 columns: enough work for two threads to share the columns.
+  Rng rng(16);
+  const Index classes = 300, columns = 777;
+  Matrix<float, Cpu> logits(classes, columns);
+  for (Index i = 0; i < logits.size(); ++i) logits.data()[i] = static_cast<float>(rng.uniform(-4.0, 4.0));
+  std::vector<std::int32_t> targets(static_cast<std::size_t>(columns));
+  for (auto& y : targets) y = static_cast<std::int32_t>(rng.uniform() * classes);
+  for (std::size_t j = 5; j < targets.size(); j += 37) targets[j] = -100;
+  std::vector<double> weights(static_cast<std::size_t>(classes));
+  for (auto& w : weights) w = rng.uniform(0.25, 2.0);
+  const std::vector<CrossEntropyOptions> cases{{}, {.label_smoothing = 0.2, .class_weights = weights}};
+  const int saved_threads = Cpu::threads();
+  for (std::size_t c = 0; c < cases.size(); ++c) {
+    INFO("case " << c);
+    struct Result {
+      float loss, blocked_loss;
+      Matrix<float, Cpu> gradient, in_place;
+    };
+    auto run = [&](int threads) {
+      Cpu::set_threads(threads);
+      SoftmaxCrossEntropy<float> whole(cases[c]), blocked(cases[c]);
+      Result r{whole.forward(logits.view(), targets), 0.0f, whole.backward(0.5f), logits};
+      // In place, in blocks of 400 and 377 columns (smoothing reads a copy of each column).
+      blocked.begin_blocks(targets, classes, 0.5f);
+      blocked.gradient_in_place(r.in_place.view().middle_cols(0, 400), 0);
+      blocked.gradient_in_place(r.in_place.view().middle_cols(400, columns - 400), 400);
+      r.blocked_loss = blocked.end_blocks();
+      return r;
+    };
+    const Result one = run(1), two = run(2);
+    Cpu::set_threads(saved_threads);
+    CHECK(std::isfinite(one.loss));
+    CHECK(one.loss == two.loss);
+    CHECK(one.blocked_loss == two.blocked_loss);
+    CHECK(one.loss == one.blocked_loss);
+    CHECK(test::differing_entries(one.gradient, two.gradient) == 0);
+    CHECK(test::differing_entries(one.in_place, two.in_place) == 0);
+    CHECK(test::differing_entries(one.gradient, one.in_place) == 0);
+  }
+}
+
 TEST_CASE("SoftmaxCrossEntropy: workspaces are reused across calls") {
   Rng rng(14);
   HostMatrix big = testing::random_matrix(6, 10, rng);

@@ -17,6 +17,7 @@
 #include "mtlm/core/matrix.hpp"
 #include "mtlm/losses/reduction.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -50,7 +51,9 @@ struct CrossEntropyTotals {
 /// times the unreduced gradient sum(a) softmax(z) - a into `gradient` (zero at ignored columns).
 /// `gradient` may be `logits` itself: a blocked training step turns each block of logits into
 /// its gradient where it lies. `class_weights` is C x 1, or empty for uniform weights. Targets
-/// are assumed valid (the loss checks them).
+/// are assumed valid (the loss checks them). The columns are shared among the product threads;
+/// each column's loss is kept and added to the totals in column order afterwards, so the totals
+/// are one thread's bit for bit.
 template <class S>
 void softmax_cross_entropy_columns(Cpu, In<S> logits, std::span<const std::int32_t> targets,
                                    std::int32_t ignore_index, S smoothing, In<S> class_weights,
@@ -65,14 +68,22 @@ void softmax_cross_entropy_columns(Cpu, In<S> logits, std::span<const std::int32
   const S weight_sum = weighted ? W.sum() : static_cast<S>(classes);
   // Smoothing reads every logit after the gradient is written: in place, from a copy.
   const bool keep_copy = smoothing > S(0) && gradient.data == logits.data;
-  S* const copy = keep_copy ? panel::buffer<S, 3>(classes) : nullptr;
-  for (Index j = 0; j < logits.cols; ++j) {
+  // Each counted column's loss and its target's weight, in the calling thread's buffers (named
+  // on another thread, a thread_local is that thread's: the threads get them by pointer).
+  thread_local std::vector<double> loss_buffer, weight_buffer;
+  loss_buffer.resize(static_cast<std::size_t>(logits.cols));
+  weight_buffer.resize(static_cast<std::size_t>(logits.cols));
+  double* const column_loss = loss_buffer.data();
+  double* const column_weight = weight_buffer.data();
+  auto one_column = [&](Index j) {
+    const auto at = static_cast<std::size_t>(j);
     auto g = G.col(j);
-    const std::int32_t y = targets[static_cast<std::size_t>(j)];
+    const std::int32_t y = targets[at];
     if (y == ignore_index) {
       g.setZero();
-      continue;
+      return;
     }
+    S* const copy = keep_copy ? panel::buffer<S, 3>(classes) : nullptr;  // the running thread's
     if (keep_copy) Eigen::Map<Column>(copy, classes) = Z.col(j);
     const auto z = Eigen::Map<const Column>(keep_copy ? copy : Z.col(j).data(), classes);
     const S z_y = z(y);
@@ -101,8 +112,21 @@ void softmax_cross_entropy_columns(Cpu, In<S> logits, std::span<const std::int32
     }
     g(y) -= target_share;
     if (multiplier != S(1)) g *= multiplier;
-    totals.loss += loss;
-    totals.weight += static_cast<double>(target_weight);
+    column_loss[at] = loss;
+    column_weight[at] = static_cast<double>(target_weight);
+  };
+  // An exponential and a few passes per logit: about as much work as a few multiply-adds.
+  constexpr Index columns_per_part = 16;
+  const Index parts = (logits.cols + columns_per_part - 1) / columns_per_part;
+  parallel_for(Cpu{}, parts, 4.0 * static_cast<double>(classes) * static_cast<double>(logits.cols),
+               [&](Index part) {
+                 const Index last = std::min(logits.cols, (part + 1) * columns_per_part);
+                 for (Index j = part * columns_per_part; j < last; ++j) one_column(j);
+               });
+  for (std::size_t j = 0; j < loss_buffer.size(); ++j) {
+    if (targets[j] == ignore_index) continue;
+    totals.loss += column_loss[j];
+    totals.weight += column_weight[j];
     ++totals.counted;
   }
 }
