@@ -253,6 +253,53 @@ TEST_CASE("parameters spanning several kernel blocks match an element-wise refer
   CHECK(worst < 1e-12);
 }
 
+/// Three parameters of 62,507 values in all, enough for two threads to share an Adam step.
+struct ThreeParams {
+  Param<float, Cpu> a{200, 150}, b{7, 1}, c{130, 250};
+
+  template <class F>
+  void for_each_param(F&& f) {
+    f("a", a);
+    f("b", b);
+    f("c", c);
+  }
+};
+
+TEST_CASE_TEMPLATE("Adam and AdamW on two threads give one thread's parameters and state bit for bit", Optimizer,
+                   Adam<>, AdamW<>) {
+  // Two threads split the 62,507 values near the middle, inside c (from entry 30,007 of the
+  // concatenation), at the start of c's second block of the fused update: c's first 1,024 values
+  // go to the first thread. Splitting at the middle itself changes numbers (a mutation shows it).
+  auto run = [](int threads) {
+    const int saved_threads = Cpu::threads();
+    Cpu::set_threads(threads);
+    Rng rng(8);
+    ThreeParams model;
+    model.for_each_param([&](const auto&, auto& p) {
+      for (Index i = 0; i < p.value.size(); ++i) p.value.data()[i] = static_cast<float>(rng.normal());
+    });
+    Optimizer optimizer = make_optimizer<Optimizer>();
+    for (int step = 0; step < 3; ++step) {
+      model.for_each_param([&](const auto&, auto& p) {
+        for (Index i = 0; i < p.grad.size(); ++i) p.grad.data()[i] = static_cast<float>(rng.normal());
+      });
+      optimizer.step(model);
+    }
+    Cpu::set_threads(saved_threads);
+    std::vector<FloatMatrix> out;
+    model.for_each_param([&](const auto&, auto& p) { out.push_back(p.value); });
+    optimizer.for_each_state([&](std::string_view, FloatMatrix& m) { out.push_back(m); });
+    return out;
+  };
+  const auto one = run(1), two = run(2);
+  REQUIRE(one.size() == two.size());
+  REQUIRE(one.size() >= 9);  // three values, three first and three second moments
+  for (std::size_t k = 0; k < one.size(); ++k) {
+    CAPTURE(k);
+    CHECK(bit_identical(one[k], two[k]));
+  }
+}
+
 TEST_CASE("lazy Adam updates only the marked columns; dense Adam and clipping ignore the marks") {
   // A 3 x 6 table whose gradient tracks its columns, and an untracked twin.
   const Index rows = 3, cols = 6;

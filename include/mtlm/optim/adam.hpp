@@ -64,6 +64,9 @@ struct AdamCoefficients {
   S decay;  ///< AdamW's factor 1 - lr * weight_decay (1 for Adam)
 };
 
+/// Entries per block of the fused update.
+inline constexpr Index adam_block = 1024;
+
 /// The fused update: one pass over value, grad, m and v, in blocks that stay in L1 while Eigen
 /// vectorises each statement (whole-array statements would stream every array from memory
 /// once per statement). Every view is contiguous (Params and optimizer state).
@@ -73,7 +76,7 @@ void adam_update(Cpu, MatrixView<S> value, In<S> grad, MatrixView<S> exp_avg,
   assert(value.contiguous() && grad.contiguous() && exp_avg.contiguous() &&
          exp_avg_sq.contiguous());
   using Array = Eigen::Array<S, Eigen::Dynamic, 1>;
-  constexpr Index block = 1024;
+  constexpr Index block = adam_block;
   using Block = Eigen::Array<S, Eigen::Dynamic, 1, 0, block, 1>;  // on the stack
   const Index n = value.size();
   for (Index start = 0; start < n; start += block) {
@@ -112,14 +115,41 @@ struct AdamTensor {
   AdamCoefficients<S> coefficients;
 };
 
-/// Every parameter of one step. The CPU updates them one after another; a device backend can
-/// update all of them in one launch.
+/// Every parameter of one step. The CPU shares the parameters' entries, taken one tensor after
+/// another, among its product threads in about equal runs; a device backend can update all of
+/// them in one launch. A run starts at one of its tensor's blocks: Eigen treats the entries
+/// before a block's first aligned packet, and those after its last, one at a time, and the
+/// compiler may fuse a multiply and an add there and not in the packets, so only the blocks of
+/// one thread give one thread's numbers.
 template <class S>
 void adam_update_all(Cpu, std::span<const AdamTensor<S>> tensors) {
-  for (const AdamTensor<S>& t : tensors)
-    adam_update(Cpu{}, MatrixView<S>(t.value, t.size, 1), ConstView<S>(t.grad, t.size, 1),
-                MatrixView<S>(t.exp_avg, t.size, 1), MatrixView<S>(t.exp_avg_sq, t.size, 1),
-                t.coefficients);
+  Index total = 0;
+  for (const AdamTensor<S>& t : tensors) total += t.size;
+  const Index parts = std::max(1, Cpu::threads());
+  // Where the run that should start at entry i of the concatenation starts: the start of the
+  // block that holds it.
+  auto run_start = [&](Index i) {
+    Index offset = 0;
+    for (const AdamTensor<S>& t : tensors) {
+      if (i < offset + t.size) return offset + (i - offset) / adam_block * adam_block;
+      offset += t.size;
+    }
+    return total;
+  };
+  // A square root and two divisions per entry: about as much work as ten multiply-adds.
+  parallel_for(Cpu{}, parts, 10.0 * static_cast<double>(total), [&](Index part) {
+    const Index first = run_start(total * part / parts), last = run_start(total * (part + 1) / parts);
+    Index offset = 0;  // of the tensor below in the concatenation
+    for (const AdamTensor<S>& t : tensors) {
+      const Index from = std::clamp(first - offset, Index{0}, t.size);
+      const Index to = std::clamp(last - offset, Index{0}, t.size);
+      if (from < to)
+        adam_update(Cpu{}, MatrixView<S>(t.value + from, to - from, 1), ConstView<S>(t.grad + from, to - from, 1),
+                    MatrixView<S>(t.exp_avg + from, to - from, 1),
+                    MatrixView<S>(t.exp_avg_sq + from, to - from, 1), t.coefficients);
+      offset += t.size;
+    }
+  });
 }
 
 }  // namespace backend
