@@ -42,6 +42,18 @@ struct Source {
   bool transposed;
 };
 
+// Two reports that do not apply to the transpose below: a PacketBlock of AVX or AVX-512 packets
+// drops their alignment attribute as a template argument (the block lives in registers), and
+// GCC 12 takes the unspecified lanes that the unpack intrinsics start from for uninitialized
+// values.
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#endif
+
 /// Rows [row, row + rows) of op(A) over depth [depth0, depth0 + depth) into `out` as a
 /// panel_rows x depth column-major block; rows past `rows` are zero.
 template <class S>
@@ -60,12 +72,33 @@ void pack_panel(Source<S> a, Index row, Index rows, Index depth0, Index depth, S
     }
     return;
   }
-  // op(A)'s rows are A's columns: read each in order, write it across the panel.
+  // op(A)'s rows are A's columns. A whole panel goes a square of packets at a time: a packet
+  // from each of w columns of A, transposed in registers, gives w of the panel's columns. One
+  // entry at a time, every store lands in another cache line (the panel's columns are mr
+  // entries apart): 2.3x as long (one core, A cached: 1000 rows x 256 in 101-113 against
+  // 43-47 us), and 5% of a small Transformer's training step.
+  constexpr Index w = packet_size<S>;
+  Index l0 = 0;
+  if (rows == mr) {
+    using P = narrow::Packet<S>;
+    for (; l0 + w <= depth; l0 += w)
+      for (Index i0 = 0; i0 < mr; i0 += w) {
+        Eigen::internal::PacketBlock<P, w> square;
+        for (Index r = 0; r < w; ++r)
+          square.packet[r] = Eigen::internal::ploadu<P>(a.data + depth0 + l0 + (row + i0 + r) * a.ld);
+        Eigen::internal::ptranspose(square);
+        for (Index c = 0; c < w; ++c) Eigen::internal::pstoreu(out + i0 + (l0 + c) * mr, square.packet[c]);
+      }
+  }
   for (Index i = 0; i < mr; ++i) {
     const S* src = a.data + depth0 + (row + i) * a.ld;
-    for (Index l = 0; l < depth; ++l) out[i + l * mr] = i < rows ? src[l] : S(0);
+    for (Index l = l0; l < depth; ++l) out[i + l * mr] = i < rows ? src[l] : S(0);
   }
 }
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 
 /// At least `size` elements of one of the calling thread's buffers (`Which` tells them apart),
 /// aligned for the widest packet and kept between calls: a model's products allocate nothing
