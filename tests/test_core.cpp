@@ -489,6 +489,23 @@ TEST_CASE_TEMPLATE("CPU gemm: a transposed A times few columns (run as its trans
   Cpu::set_threads(saved_threads);
 }
 
+TEST_CASE_TEMPLATE("CPU gemm: a transposed A times few columns over whole panels (packed) matches a naive sum", S,
+                   float, double) {
+  // C = A^T op(B) with at most 32 columns, rows a whole number of panels (two packets) and a depth
+  // of a panel or more, but too small to run as its transpose (under 64 rows or depth): A^T is
+  // packed, as for wider products (attention's 32 x 32 x 32 blocks). Depths of a panel, of one
+  // past whole packets, and just under 64; both layouts of B, beta 0 over NaN, with and without a
+  // bias.
+  constexpr Index panel = 2 * backend::narrow::packet_size<S>;
+  Rng rng(9);
+  for (const Index m : {panel, 2 * panel, 4 * panel})
+    for (const Index k : {panel, panel + 1, Index{63}})
+      for (const Index n : {2, 5, 8, 17, 32})
+        for (const bool tb : {false, true})
+          for (const S beta : {S(0), S(-0.5)})
+            for (const bool with_bias : {false, true}) check_gemm_against_naive<S>(rng, true, tb, m, n, k, beta, with_bias);
+}
+
 TEST_CASE("CPU element-wise passes over large matrices give the same bits on one and on two threads") {
   // 300 x 400 is above the size from which passes split by columns (and column sums by rows)
   // over the threads; every entry must come out exactly as the single-threaded pass computes it.

@@ -205,7 +205,13 @@ struct Cpu {
 #else
     const bool to_cblas = false;
 #endif
-    if (c.cols > narrow::few_columns && depth > 0 && !to_cblas) {
+    // A transposed times few columns, over whole panels of rows and a depth of a packet pair or
+    // more (attention's blocks of k^T q and v^T dC): packed too (one core, 32 x 32 x 32: 0.6
+    // against Eigen's 1.0 us; 256 x 32 x 64: 8.9 against 12.7). With a partial panel, Eigen's
+    // is as fast or faster.
+    const bool transposed_panels = ta == Transpose::yes && c.cols >= 2 && c.rows % panel::panel_rows<S> == 0 &&
+                                   depth >= panel::panel_rows<S>;
+    if ((c.cols > narrow::few_columns || transposed_panels) && depth > 0 && !to_cblas) {
       const panel::Source<S> source{a.data, a.stride, ta == Transpose::yes};
       // Each thread packs all of what its band of C needs from the other operand: A's panels
       // for a band of columns, a transposed B's strips for a band of rows. Splitting the longer
