@@ -330,6 +330,31 @@ TEST_CASE("CPU gemm: deep products split along C's longer side, with the same bi
   }
 }
 
+TEST_CASE("CPU gemm: wide shallow products split C's columns, with the same bits on one and two threads") {
+  // At least twice as many columns as rows, read in place: the threads take bands of C's columns
+  // (of whole 8-column tiles, the last band the rest). 37 x 301 x 100 has a partial packet of
+  // rows and a last band of 5 columns past the tiles; both layouts of B.
+  Rng rng(11);
+  const Index m = 37, n = 301, k = 100;
+  for (const int threads : {1, 2}) check_large_gemm<float>(m, n, k, threads, true);
+  const auto a = uniform_matrix<float>(m, k, rng), bias = uniform_matrix<float>(m, 1, rng);
+  const auto start = uniform_matrix<float>(m, n, rng);
+  for (const bool tb : {false, true}) {
+    CAPTURE(tb);
+    const auto b = tb ? uniform_matrix<float>(n, k, rng) : uniform_matrix<float>(k, n, rng);
+    auto product = [&](int threads) {
+      const int saved = Cpu::threads();
+      Cpu::set_threads(threads);
+      Matrix<float, Cpu> c = start;
+      Cpu::gemm(Transpose::no, tb ? Transpose::yes : Transpose::no, 0.5f, a.view(), b.view(), -1.0f, c.view(),
+                bias.data());
+      Cpu::set_threads(saved);
+      return c;
+    };
+    CHECK(test::differing_entries(product(1), product(2)) == 0);
+  }
+}
+
 TEST_CASE_TEMPLATE("CPU gemm: large shallow products (unpacked, in row bands per thread) match a naive sum", S,
                    float, double) {
   // Depth 100 keeps A's tile panels in the first-level cache, so 161 x 300 x 100 is read in place;

@@ -181,6 +181,19 @@ struct Cpu {
     // pack it. A transposed A would make each entry a dot product, which loses to packing
     // (measured).
     if (ta == Transpose::no && narrow::suits(c.cols, depth)) {
+      // At least twice as wide as tall (a Transformer's projections over a batch: 128-384 x 1024
+      // x 128): the threads take bands of C's columns, so each reads its part of B and all of A
+      // (the smaller) rather than all of B, half of which the other thread has just written.
+      // Every entry is summed as on one thread. In Model T's batch-32 inference on two threads,
+      // measured against a product of the same runs that did not change: 128 and 130 x 1024 x
+      // 128 25-30% faster, 384 x 1024 x 128 7%.
+      if (c.cols >= 2 * c.rows) {
+        in_bands(c.cols, Index{8}, single_threaded, [&](Index first, Index last) {
+          narrow::gemm(c.rows, last - first, depth, alpha, a.data, a.stride, op_b.from_column(first), beta,
+                       c.data + first * c.stride, c.stride, bias);
+        });
+        return;
+      }
       in_row_bands<S>(c.rows, single_threaded, [&](Index first, Index last) {
         narrow::gemm(last - first, c.cols, depth, alpha, a.data + first, a.stride, op_b, beta, c.data + first,
                      c.stride, narrow::bias_from(bias, first));
