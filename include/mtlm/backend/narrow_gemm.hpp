@@ -207,8 +207,9 @@ void gemm(Index rows, Index cols, Index depth, S alpha, const S* a, Index lda, O
 /// Whether C = A^T op(B) of this shape runs faster as its transpose: op(B)^T must fit a tile's two
 /// packets of rows, and C's rows and the depth must both be long enough for the copy of op(B)^T
 /// (cols x depth) and the transposed write of C (rows x cols) to cost little next to the product.
-/// Below 64 of either (attention's 32 x 32 x 32 blocks), Eigen's GEMM is faster (measured: 1.15
-/// against 1.3-1.4 us at 32 x 32 x 32; at 1000 x 16 x 128, 50-57 against 36-52 us).
+/// Below 64 of either, packing is faster: Eigen's GEMM, or the panel kernel over whole panels
+/// of rows (cpu.hpp; measured at 32 x 32 x 32: 1.15 and 0.6 against 1.3-1.4 us here). At 1000 x
+/// 16 x 128 this takes 36-52 us, Eigen's 50-57.
 template <class S>
 inline bool suits_transposed(Index rows, Index cols, Index depth) {
   return cols >= 2 && cols <= 2 * packet_size<S> && rows >= 64 && depth >= 64;
