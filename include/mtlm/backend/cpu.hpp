@@ -188,7 +188,7 @@ struct Cpu {
       // measured against a product of the same runs that did not change: 128 and 130 x 1024 x
       // 128 25-30% faster, 384 x 1024 x 128 7%.
       if (c.cols >= 2 * c.rows) {
-        in_bands(c.cols, Index{8}, single_threaded, [&](Index first, Index last) {
+        in_bands(c.cols, Index{panel::strip_cols}, single_threaded, [&](Index first, Index last) {
           narrow::gemm(c.rows, last - first, depth, alpha, a.data, a.stride, op_b.from_column(first), beta,
                        c.data + first * c.stride, c.stride, bias);
         });
