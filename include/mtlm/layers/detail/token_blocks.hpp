@@ -59,21 +59,21 @@ inline int token_block_threads(Index tokens) {
 /// throw.
 template <class F>
 void for_each_token_block_on_threads(Index tokens, F&& f) {
+  const Index blocks = token_block_count(tokens);
   const int threads = token_block_threads(tokens);
   auto block = [&](Index i, int thread) {
     const Index first = i * token_block;
-    const Index count = i + 1 == token_block_count(tokens) ? tokens - first : token_block;
-    f(first, count, thread);
+    f(first, i + 1 == blocks ? tokens - first : token_block, thread);
   };
 #if defined(_OPENMP)
   if (threads >= 2) {
 #pragma omp parallel for schedule(static, 1) num_threads(threads)
-    for (Index i = 0; i < token_block_count(tokens); ++i) block(i, omp_get_thread_num());
+    for (Index i = 0; i < blocks; ++i) block(i, omp_get_thread_num());
     return;
   }
 #endif
   (void)threads;
-  for (Index i = 0; i < token_block_count(tokens); ++i) block(i, 0);
+  for (Index i = 0; i < blocks; ++i) block(i, 0);
 }
 
 }  // namespace mtlm::detail
