@@ -332,8 +332,8 @@ TEST_CASE("CPU gemm: deep products split along C's longer side, with the same bi
 
 TEST_CASE("CPU gemm: wide shallow products split C's columns, with the same bits on one and two threads") {
   // At least twice as many columns as rows, read in place: the threads take bands of C's columns
-  // (of whole 8-column tiles, the last band the rest). 37 x 301 x 100 has a partial packet of
-  // rows and a last band of 5 columns past the tiles; both layouts of B.
+  // (of whole widest tiles, the last band the rest). 37 x 301 x 100 has a partial packet of rows
+  // and a last band of a few columns past the tiles; both layouts of B.
   Rng rng(11);
   const Index m = 37, n = 301, k = 100;
   for (const int threads : {1, 2}) check_large_gemm<float>(m, n, k, threads, true);
@@ -366,10 +366,10 @@ TEST_CASE_TEMPLATE("CPU gemm: large shallow products (unpacked, in row bands per
 TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place, unpacked) matches a naive sum",
                    S, float, double) {
   // Every row count around the packet widths (whole tiles, a single packet, a partial last
-  // packet, fewer rows than a packet), every column block (8, 4, singles), both layouts of B,
-  // sub-views with leading dimensions > rows, beta 0 over NaN (C must not be read then), with and
-  // without a bias added as C is written.
-  // 45 columns (8 x 5 + 4 + 1) take this path only because the depth is shallow.
+  // packet, fewer rows than a packet), every column block (the widest tile's: 8 with AVX-512, 6
+  // with AVX2; then 4, singles), both layouts of B, sub-views with leading dimensions > rows,
+  // beta 0 over NaN (C must not be read then), with and without a bias added as C is written.
+  // 45 columns (8 x 5 + 4 + 1, or 6 x 7 + 3) take this path only because the depth is shallow.
   Rng rng(6);
   auto random = [&](Index rows, Index cols) { return uniform_matrix<S>(rows, cols, rng); };
   const S nan = std::numeric_limits<S>::quiet_NaN();

@@ -33,7 +33,7 @@ inline constexpr Index few_columns = 32;
 /// Whether a product of this shape runs faster with A read in place than with A packed (per
 /// thread). Up to 32 columns always (AVX-512, float: 115-150 GFLOP/s at 16 and 32 columns where
 /// Eigen's GEMM gives 75-100). Wider, while the panel of A that a tile keeps (2 packets x depth)
-/// fits the first-level cache: to depth 128; past it every block of 8 columns reads the panel
+/// fits the first-level cache: to depth 128; past it every block of columns reads the panel
 /// again from further out (depth 1024, 512 columns: 61 against 108), and panel_gemm.hpp packs it.
 inline bool suits(Index cols, Index depth) { return cols >= 2 && (cols <= few_columns || depth <= 128); }
 
@@ -139,15 +139,25 @@ inline void remainder_rows(Index first, Index rows, Index cols, Index depth, con
     }
 }
 
-/// f.template operator()<Cols>(j) over blocks of 8 columns from j, then 4, then single ones.
+/// Columns of the widest tile. Its accumulators (two packets of rows per column), the two packets
+/// of A and the broadcast entry of B must all fit the vector registers, or the accumulators spill
+/// to the stack and every multiply-add waits on a load and a store: 8 columns with AVX-512's 32
+/// registers, 6 with AVX2's 16 (8 there, 2 x 8 + 3 > 16 registers, made one core of a Zen 3
+/// machine run a small Transformer's training step 20% slower and its matrix products 13%).
+inline constexpr int widest_tile_cols = std::min(8, (static_cast<int>(EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS) - 3) / 2);
+
+/// f.template operator()<Cols>(j) over blocks of the widest tile's columns from j, then 4, then
+/// single ones.
 template <class F>
 inline void for_column_blocks(Index cols, F&& f) {
+  constexpr int widest = widest_tile_cols;
   Index j = 0;
-  for (; j + 8 <= cols; j += 8) f.template operator()<8>(j);
-  if (j + 4 <= cols) {
-    f.template operator()<4>(j);
-    j += 4;
-  }
+  for (; j + widest <= cols; j += widest) f.template operator()<widest>(j);
+  if constexpr (widest > 4)
+    if (j + 4 <= cols) {
+      f.template operator()<4>(j);
+      j += 4;
+    }
   for (; j < cols; ++j) f.template operator()<1>(j);
 }
 

@@ -119,7 +119,7 @@ S* buffer(Index size) {
 }
 
 /// Columns of op(B) per packed strip: the widest tile's.
-inline constexpr int strip_cols = 8;
+inline constexpr int strip_cols = narrow::widest_tile_cols;
 
 /// A packed strip of op(B): `Width` columns, one step of the depth after another. Its layout is
 /// known at compile time, so a tile addresses it from one pointer.
