@@ -366,15 +366,16 @@ TEST_CASE_TEMPLATE("CPU gemm: large shallow products (unpacked, in row bands per
 TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place, unpacked) matches a naive sum",
                    S, float, double) {
   // Every row count around the packet widths (whole tiles, a single packet, a partial last
-  // packet, fewer rows than a packet), every column block (the widest tile's: 8 with AVX-512, 6
-  // with AVX2; then 4, singles), both layouts of B, sub-views with leading dimensions > rows,
-  // beta 0 over NaN (C must not be read then), with and without a bias added as C is written.
-  // 45 columns (8 x 5 + 4 + 1, or 6 x 7 + 3) take this path only because the depth is shallow.
+  // packet, fewer rows than a packet), every tile width (the widest: 8 with AVX-512, 6 with
+  // AVX2; the two even tiles that end a row, 4 to the widest; 4 and singles after fewer), both
+  // layouts of B, sub-views with leading dimensions > rows, beta 0 over NaN (C must not be read
+  // then), with and without a bias added as C is written. 45 columns (8 x 4 + 7 + 6, or 6 x 6 +
+  // 5 + 4) take this path only because the depth is shallow.
   Rng rng(6);
   auto random = [&](Index rows, Index cols) { return uniform_matrix<S>(rows, cols, rng); };
   const S nan = std::numeric_limits<S>::quiet_NaN();
   for (const Index m : {1, 3, 8, 16, 17, 31, 32, 33, 47, 130})
-    for (const Index n : {2, 3, 5, 8, 12, 13, 16, 31, 32, 45})
+    for (const Index n : {2, 3, 5, 8, 10, 12, 13, 16, 31, 32, 45})
       for (const Index k : {1, 7, 64})
         for (int tb = 0; tb < 2; ++tb)
           for (const S beta : {S(0), S(1), S(-0.5)})

@@ -146,15 +146,37 @@ inline void remainder_rows(Index first, Index rows, Index cols, Index depth, con
 /// machine run a small Transformer's training step 20% slower and its matrix products 13%).
 inline constexpr int widest_tile_cols = std::min(8, (static_cast<int>(EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS) - 3) / 2);
 
-/// f.template operator()<Cols>(j) over blocks of the widest tile's columns from j, then 4, then
+/// f.template operator()<Cols>(j) with Cols = `width`, for a width from 4 to the widest tile's.
+template <int Cols = widest_tile_cols, class F>
+inline void with_tile_width(int width, Index j, F& f) {
+  if constexpr (Cols > 4)
+    if (width < Cols) return with_tile_width<Cols - 1>(width, j, f);
+  f.template operator()<Cols>(j);
+}
+
+/// f.template operator()<Cols>(j) over C's columns in tiles: the widest, except that the last of
+/// those and the columns past it make two tiles as even as possible when both have 4 or more.
+/// With 6-column tiles, 16 columns as 6 + 5 + 5 ran 17% faster than as 6 + 6 + 4 (a 4-column
+/// tile's 8 accumulators barely cover the multiply-add latency). Fewer columns left: 4, then
 /// single ones.
 template <class F>
 inline void for_column_blocks(Index cols, F&& f) {
   constexpr int widest = widest_tile_cols;
   Index j = 0;
-  for (; j + widest <= cols; j += widest) f.template operator()<widest>(j);
+  for (; cols - j >= 2 * widest; j += widest) f.template operator()<widest>(j);
+  const Index tail = cols - j;
+  if (tail > widest && tail >= 8) {
+    const int first = static_cast<int>(tail + 1) / 2;
+    with_tile_width(first, j, f);
+    with_tile_width(static_cast<int>(tail) - first, j + first, f);
+    return;
+  }
+  if (tail >= widest) {
+    f.template operator()<widest>(j);
+    j += widest;
+  }
   if constexpr (widest > 4)
-    if (j + 4 <= cols) {
+    if (cols - j >= 4) {
       f.template operator()<4>(j);
       j += 4;
     }
