@@ -300,7 +300,7 @@ TEST_CASE_TEMPLATE("CPU gemm: large products (threaded, or through a CBLAS) in s
     for (const bool with_bias : {false, true}) check_large_gemm<S>(160, 150, 200, threads, with_bias);
 }
 
-TEST_CASE("CPU gemm: deep products split along C's longer side, with the same bits on one and two threads") {
+TEST_CASE("CPU gemm: deep products split along C's longer side, with the same bits on one, two and three threads") {
   // With B transposed and more columns than rows, the threads take bands of C's columns (each
   // packs only its own strips of B) instead of bands of rows. 41 x 301 x 300 has two depth
   // blocks and a partial last strip; 301 x 41 x 300 is its mirror, split by rows.
@@ -325,12 +325,14 @@ TEST_CASE("CPU gemm: deep products split along C's longer side, with the same bi
           Cpu::set_threads(saved);
           return c;
         };
-        CHECK(test::differing_entries(product(1), product(2)) == 0);
+        const auto one = product(1);
+        CHECK(test::differing_entries(one, product(2)) == 0);
+        CHECK(test::differing_entries(one, product(3)) == 0);
       }
   }
 }
 
-TEST_CASE("CPU gemm: wide shallow products split C's columns, with the same bits on one and two threads") {
+TEST_CASE("CPU gemm: wide shallow products split C's columns, with the same bits on one, two and three threads") {
   // At least twice as many columns as rows, read in place: the threads take bands of C's columns
   // (of whole widest tiles, the last band the rest). 37 x 301 x 100 has a partial packet of rows
   // and a last band of a few columns past the tiles; both layouts of B.
@@ -351,7 +353,9 @@ TEST_CASE("CPU gemm: wide shallow products split C's columns, with the same bits
       Cpu::set_threads(saved);
       return c;
     };
-    CHECK(test::differing_entries(product(1), product(2)) == 0);
+    const auto one = product(1);
+    CHECK(test::differing_entries(one, product(2)) == 0);
+    CHECK(test::differing_entries(one, product(3)) == 0);
   }
 }
 
@@ -532,7 +536,7 @@ TEST_CASE_TEMPLATE("CPU gemm: a transposed A times few columns over whole panels
             for (const bool with_bias : {false, true}) check_gemm_against_naive<S>(rng, true, tb, m, n, k, beta, with_bias);
 }
 
-TEST_CASE("CPU element-wise passes over large matrices give the same bits on one and on two threads") {
+TEST_CASE("CPU element-wise passes over large matrices give the same bits on one, two and three threads") {
   // 300 x 400 is above the size from which passes split by columns (and column sums by rows)
   // over the threads; every entry must come out exactly as the single-threaded pass computes it.
   REQUIRE(300 * 400 >= Cpu::parallel_pass_min_size);
@@ -576,12 +580,14 @@ TEST_CASE("CPU element-wise passes over large matrices give the same bits on one
     Cpu::set_threads(saved);
     return out;
   };
-  const auto one = run_all(1), two = run_all(2);
-  for (std::size_t k = 0; k < one.size(); ++k) {
-    CAPTURE(k);
-    bool same = true;
-    for (Index i = 0; i < one[k].size(); ++i) same &= one[k].data()[i] == two[k].data()[i];
-    CHECK(same);
+  const auto one = run_all(1);
+  for (const int threads : {2, 3}) {
+    CAPTURE(threads);
+    const auto other = run_all(threads);
+    for (std::size_t k = 0; k < one.size(); ++k) {
+      CAPTURE(k);
+      CHECK(test::differing_entries(one[k], other[k]) == 0);
+    }
   }
   // And the passes compute what they claim (spot checks; the kernels' own tests cover the math).
   CHECK(one[5].view()(7, 300) == a.view()(7, 300) + b.view()(7, 300));

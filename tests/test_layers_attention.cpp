@@ -217,7 +217,7 @@ TEST_CASE_TEMPLATE("MultiHeadSelfAttention: gradients match finite differences w
   check_random_layer(layer, layer.dim(), 41, true);
 }
 
-TEST_CASE("attention kernels: sequence x head blocks side by side on two threads give the same numbers") {
+TEST_CASE("attention kernels: sequence x head blocks side by side on two or three threads give the same numbers") {
   // Enough blocks and tokens (about 6M multiply-adds) that two threads share the blocks; every
   // block's products are small, so each runs on one thread and the numbers must not change.
   const Batch batch = batch_with_lengths(64, {64, 50, 60, 40, 64, 30, 55, 64});
@@ -241,10 +241,11 @@ TEST_CASE("attention kernels: sequence x head blocks side by side on two threads
       out.insert(out.end(), d_qkv.data(), d_qkv.data() + d_qkv.size());
       return out;
     };
-    const std::vector<float> one = run(1), two = run(2);
+    const std::vector<float> one = run(1), two = run(2), three = run(3);
     Cpu::set_threads(saved_threads);
     CAPTURE(causal);
     CHECK(one == two);
+    CHECK(one == three);
     CHECK(std::any_of(one.begin(), one.end(), [](float v) { return v != 0; }));
   }
 }
@@ -373,7 +374,7 @@ void check_inference_matches_training(Index feed_forward) {
     };
     const int saved_threads = Cpu::threads();
     std::vector<Matrix<float, Cpu>> one_thread;
-    for (int threads : {1, 2}) {
+    for (int threads : {1, 2, 3}) {
       CAPTURE(threads);
       Cpu::set_threads(threads);
       const Matrix<float, Cpu> trained = block.forward(x.view(), batch, Mode::train);

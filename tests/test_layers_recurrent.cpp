@@ -195,7 +195,7 @@ TEST_CASE_TEMPLATE(
   CHECK(diff < 1e-13);
 }
 
-TEST_CASE_TEMPLATE("bidirectional layers: directions side by side on two threads give the same numbers",
+TEST_CASE_TEMPLATE("bidirectional layers: directions side by side on two or three threads give the same numbers",
                    L, BiRnn<5, 6>, BiLstm<5, 6>, BiGru<5, 6>, BiLstm<5, 6, double>) {
   using S = typename L::Scalar;
   const int saved_threads = Cpu::threads();
@@ -226,11 +226,14 @@ TEST_CASE_TEMPLATE("bidirectional layers: directions side by side on two threads
     return out;
   };
   const Run one = run(1);
-  const Run two = run(2);
+  for (const int threads : {2, 3}) {
+    CAPTURE(threads);
+    const Run other = run(threads);
+    CHECK(one.y == other.y);
+    CHECK(one.dx == other.dx);
+    CHECK(one.grads == other.grads);
+  }
   Cpu::set_threads(saved_threads);
-  CHECK(one.y == two.y);
-  CHECK(one.dx == two.dx);
-  CHECK(one.grads == two.grads);
   // Every parameter of both directions was compared: G*H x (In + H + 2) entries per direction.
   CHECK(one.grads.size() == std::size_t{2 * L::CellType::gate_count * 6 * (5 + 6 + 2)});
   CHECK(std::any_of(one.grads.begin(), one.grads.end(), [](S g) { return g != 0; }));

@@ -274,7 +274,7 @@ TEST_CASE_TEMPLATE("LanguageModelHead: forward_backward gives forward, loss and 
     head.for_each_param([&](std::string_view, auto& p) {
       for (Index i = 0; i < p.size(); ++i) p.value.data()[i] = static_cast<float>(rng.uniform(-1.0, 1.0));
     });
-    for (const int threads : {1, 2}) {
+    for (const int threads : {1, 2, 3}) {
       INFO(batch.columns() << " columns, " << threads << " threads");
       const int saved_threads = Cpu::threads();
       Cpu::set_threads(threads);
