@@ -144,7 +144,8 @@ inline void remainder_rows(Index first, Index rows, Index cols, Index depth, con
 /// to the stack and every multiply-add waits on a load and a store: 8 columns with AVX-512's 32
 /// registers, 6 with AVX2's 16 (8 there, 2 x 8 + 3 > 16 registers, made one core of a Zen 3
 /// machine run a small Transformer's training step 20% slower and its matrix products 13%).
-inline constexpr int widest_tile_cols = std::min(8, (static_cast<int>(EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS) - 3) / 2);
+inline constexpr int widest_tile_cols =
+    std::min(8, (static_cast<int>(EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS) - 3) / 2);
 
 /// f.template operator()<Cols>(j) with Cols = `width`, for a width from 4 to the widest tile's.
 template <int Cols = widest_tile_cols, class F>
