@@ -427,6 +427,52 @@ TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place,
           }
 }
 
+TEST_CASE_TEMPLATE("packed GEMV: steps from W packed on the first give the bits of the CPU gemm's one-column product",
+                   S, float, double) {
+  // Row counts of one packet, several, one block, a block and a packet, a shorter last block, and
+  // an LSTM's 4 x 64 gates; depths from 1 to 127 (Eigen's GEMV sums one block of columns below
+  // 128); alpha 1 and not; beta 0 over NaN (y must not be read), 1 and -0.5; A a view inside a
+  // bigger matrix; both orders of the blocks.
+  namespace kernel = backend::packed_gemv;
+  constexpr Index w = kernel::packet_size<S>, block = kernel::block_rows<S>;
+  Rng rng(7);
+  auto random = [&](Index rows, Index cols) { return uniform_matrix<S>(rows, cols, rng); };
+  for (const Index m : {w, 3 * w, block, block + w, 2 * block + 3 * w, Index{256}})
+    for (const Index k : {1, 5, 64, 127})
+      for (const S alpha : {S(1), S(0.75)})
+        for (const S beta : {S(0), S(1), S(-0.5)}) {
+          CAPTURE(m);
+          CAPTURE(k);
+          CAPTURE(alpha);
+          CAPTURE(beta);
+          REQUIRE(kernel::suits<S>(m));
+          const Matrix<S, Cpu> A = random(m + 3, k + 1), x = random(k, 1);
+          const auto a = A.view().middle_rows(2, m).middle_cols(1, k);
+          Matrix<S, Cpu> y0 = random(m, 1);
+          if (beta == S(0)) Cpu::fill(y0.view(), std::numeric_limits<S>::quiet_NaN());
+          Matrix<S, Cpu> expected = y0;
+          Cpu::gemm(Transpose::no, Transpose::no, alpha, a, x.view(), beta, expected.view());
+          std::vector<S> packed(static_cast<std::size_t>(m * k));
+          Matrix<S, Cpu> first = y0, forwards = y0, backwards = y0;
+          kernel::multiply_and_pack(m, k, alpha, a.data, a.stride, x.data(), beta, first.data(), packed.data());
+          kernel::multiply(m, k, alpha, packed.data(), x.data(), beta, forwards.data(), false);
+          kernel::multiply(m, k, alpha, packed.data(), x.data(), beta, backwards.data(), true);
+          CHECK(test::differing_entries(first, expected) == 0);
+          CHECK(test::differing_entries(forwards, expected) == 0);
+          CHECK(test::differing_entries(backwards, expected) == 0);
+          // And the product itself, against a naive sum in double.
+          double worst = 0;
+          for (Index i = 0; i < m; ++i) {
+            double sum = 0;
+            for (Index l = 0; l < k; ++l) sum += double(a(i, l)) * double(x.view()(l, 0));
+            const double kept = beta == S(0) ? 0.0 : double(beta) * double(y0.view()(i, 0));
+            const double error = std::abs(double(first.view()(i, 0)) - (double(alpha) * sum + kept));
+            worst = std::isnan(error) ? std::numeric_limits<double>::infinity() : std::max(worst, error);
+          }
+          CHECK(worst < (std::is_same_v<S, float> ? 1e-4 : 1e-12));
+        }
+}
+
 /// C = 0.75 op(A) op(B) + beta C + bias for one shape, against a naive sum in double. A, B and C
 /// are views into the middle of bigger matrices (leading dimensions > rows); with beta 0, C starts
 /// as NaN (it must not be read); C's other entries must stay untouched.

@@ -239,6 +239,41 @@ TEST_CASE_TEMPLATE("bidirectional layers: directions side by side on two or thre
   CHECK(std::any_of(one.grads.begin(), one.grads.end(), [](S g) { return g != 0; }));
 }
 
+TEST_CASE_TEMPLATE("recurrent layers: steps at batch 1 (W_hh packed on the CPU) give the bits of the batched steps", L,
+                   BiLstm<8, 32>, BiGru<8, 32>, Rnn<8, 32>, BiLstm<4, 12, double>) {
+  // A sentence alone, or the tail of a batch's longest, multiplies W_hh by one column per step
+  // from a packed copy of it once there are a few such steps; the same sentence next to a copy
+  // of itself runs every step as a two-column product. Each hidden size gives several blocks of
+  // rows and, for the GRU (96 rows) and the double LSTM (48), a shorter last block.
+  using S = typename L::Scalar;
+  Rng rng(26);
+  L layer;
+  layer.initialize(rng);
+  constexpr Index in = L::input_dim, long_length = 12;
+  Matrix<S, Cpu> x(in, long_length);
+  for (Index c = 0; c < long_length; ++c)
+    for (Index r = 0; r < in; ++r) x.view()(r, c) = static_cast<S>(rng.normal());
+  auto outputs = [&](const std::vector<Index>& lengths, Index sequence) {
+    // `lengths` of sequences that all read x's first columns; the outputs of `sequence`.
+    const Batch batch = batch_of(lengths);
+    Matrix<S, Cpu> xb(in, batch.columns(), S(0));
+    for (Index b = 0; b < batch.batch_size; ++b)
+      for (Index t = 0; t < lengths[static_cast<std::size_t>(b)]; ++t)
+        Cpu::eigen(xb.view().col(batch.column(b, t))) = Cpu::eigen(x.view().col(t));
+    const auto& y = layer.forward(xb.view(), batch);
+    std::vector<S> out;
+    for (Index t = 0; t < lengths[static_cast<std::size_t>(sequence)]; ++t)
+      out.insert(out.end(), y.view().col_ptr(batch.column(sequence, t)),
+                 y.view().col_ptr(batch.column(sequence, t)) + y.rows());
+    return out;
+  };
+  const std::vector<S> paired = outputs({long_length, long_length}, 0);
+  CHECK(outputs({long_length}, 0) == paired);        // 11 steps at batch 1
+  CHECK(outputs({3, long_length}, 1) == paired);     // 9 at the tail
+  CHECK(outputs({long_length, 9}, 0) == paired);     // 2: too few to pack
+  CHECK(std::any_of(paired.begin(), paired.end(), [](S v) { return v != 0; }));
+}
+
 TEST_CASE("recurrent layers: non-finite padding stays out of real outputs and gradients") {
   Rng rng(23);
   BiLstm<3, 4> layer;

@@ -7,23 +7,12 @@
 // + beta C, runs as its transpose with the same tiles (gemm_transposed), A read in place too.
 #pragma once
 
+#include "mtlm/backend/unroll.hpp"
 #include "mtlm/core/config.hpp"
 
 #include <Eigen/Core>
 
 #include <algorithm>
-
-// The tile loops must unroll fully for the accumulators to live in registers.
-// (nvcc's front end knows neither spelling in host code; there the host compiler's -O3 decides.)
-#if defined(__CUDACC__)
-#define MTLM_UNROLL
-#elif defined(__clang__)
-#define MTLM_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__)
-#define MTLM_UNROLL _Pragma("GCC unroll 16")
-#else
-#define MTLM_UNROLL
-#endif
 
 namespace mtlm::backend::narrow {
 
@@ -303,5 +292,3 @@ void gemm_transposed(Index first, Index last, Index cols, Index depth, S alpha, 
 }
 
 }  // namespace mtlm::backend::narrow
-
-#undef MTLM_UNROLL

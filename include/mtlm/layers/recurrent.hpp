@@ -20,6 +20,7 @@
 #pragma once
 
 #include "mtlm/backend/cpu.hpp"
+#include "mtlm/backend/packed_gemv.hpp"
 #include "mtlm/core/batch.hpp"
 #include "mtlm/core/dims.hpp"
 #include "mtlm/core/param.hpp"
@@ -217,6 +218,8 @@ class RecurrentSweep {
     if constexpr (Cell::separate_recurrent_gradient) recurrent_.resize(gh, first_size);
     zeros_.set_zero(std::max(gh, hidden_), first_size);
 
+    const bool packed_steps = packs_single_steps(p);
+    Index single_steps = 0;
     for (Index t = 0; t < p.steps; ++t) {
       const Index n = p.size(t), at = p.first(t);
       ConstView<S> recurrent = zeros_.view().middle_rows(0, gh).middle_cols(0, n);
@@ -226,17 +229,18 @@ class RecurrentSweep {
         const Index prev = p.first(t - 1);
         h_prev = h_.view().middle_cols(prev, n);
         state_prev = state_.view().middle_cols(prev, n);
-        if constexpr (Cell::separate_recurrent_gradient) {
-          const MatrixView<S> product = recurrent_.view().middle_cols(0, n);
-          B::gemm(Transpose::no, Transpose::no, S(1), weight_hh_.value.view(), h_prev, S(0),
-                  product);
-          recurrent = product;
+        // Without a separate gradient the cell only adds W_hh h to W_ih x: accumulating into
+        // the step's gates saves zeroing and re-reading a separate product on every step.
+        constexpr bool separate = Cell::separate_recurrent_gradient;
+        const MatrixView<S> product =
+            separate ? recurrent_.view().middle_cols(0, n) : gates_.view().middle_cols(at, n);
+        const S beta = separate ? S(0) : S(1);
+        if (packed_steps && n == 1) {
+          multiply_single_step(h_prev, beta, product, single_steps++);
         } else {
-          // The cell only adds W_hh h to W_ih x: accumulating into the step's gates saves
-          // zeroing and re-reading a separate product on every step.
-          B::gemm(Transpose::no, Transpose::no, S(1), weight_hh_.value.view(), h_prev, S(1),
-                  gates_.view().middle_cols(at, n));
+          B::gemm(Transpose::no, Transpose::no, S(1), weight_hh_.value.view(), h_prev, beta, product);
         }
+        if constexpr (separate) recurrent = product;
       }
       Cell::forward(
           B{},
@@ -314,12 +318,45 @@ class RecurrentSweep {
  private:
   Index state_rows() const { return Cell::has_state ? hidden_ : 0; }
 
+  /// Whether the steps at batch 1 (one sentence, or the tail of a batch's longest) multiply W_hh
+  /// by their single column from a copy packed for it (packed_gemv.hpp, CPU only): where there
+  /// are enough of them to repay the copy's stores.
+  bool packs_single_steps(const SequencePacking& p) const {
+    constexpr Index min_single_steps = 4;
+    if constexpr (std::is_same_v<B, Cpu>) {
+      Index single_steps = 0;
+      for (Index t = 1; t < p.steps; ++t) single_steps += p.size(t) == 1 ? 1 : 0;
+      return single_steps >= min_single_steps && backend::packed_gemv::suits<S>(gate_count * hidden_);
+    } else {
+      return false;
+    }
+  }
+
+  /// product = W_hh h + beta product for one column h, the forward's `nth` such step: the first
+  /// packs W_hh as it goes, the later ones read the copy, each in the order opposite to the last.
+  void multiply_single_step(ConstView<S> h, S beta, MatrixView<S> product, Index nth) {
+    if constexpr (std::is_same_v<B, Cpu>) {
+      namespace kernel = backend::packed_gemv;
+      const Index gh = gate_count * hidden_;
+      if (nth == 0) {
+        weight_hh_packed_.resize(gh, hidden_);
+        const ConstView<S> w = weight_hh_.value.view();
+        kernel::multiply_and_pack(gh, hidden_, S(1), w.data, w.stride, h.data, beta, product.data,
+                                  weight_hh_packed_.data());
+      } else {
+        kernel::multiply(gh, hidden_, S(1), weight_hh_packed_.data(), h.data, beta, product.data, nth % 2 == 1);
+      }
+    }
+  }
+
   Index in_ = 0, hidden_ = 0;
   Param<S, B> weight_ih_, weight_hh_, bias_ih_, bias_hh_;
   // forward caches, packed (one column per real token)
   Matrix<S, B> xs_, gates_, h_, state_;
   // per-step scratch and zero initial state, B_0 columns
   Matrix<S, B> recurrent_, zeros_, scratch_;
+  // W_hh laid out for steps at batch 1 (CPU only, see multiply_single_step)
+  Matrix<S, B> weight_hh_packed_;
   // backward workspaces, packed
   Matrix<S, B> dh_, dstate_, dgates_, drecurrent_, h_prev_, dxs_;
 };
