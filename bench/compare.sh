@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the model benchmarks (bench/models.cpp) in Release, runs them at 1 and 2 threads with
 # repetitions, and prints a markdown table of mtlm / libtorch ratios against the performance
-# targets, plus training GFLOP/s against the same-run GEMM ceiling. Takes about 3-5 minutes
-# after the build on a 2-core machine.
+# targets, plus training GFLOP/s against the same-run GEMM ceiling and each timed figure's spread
+# over the repetitions. Takes about 3-5 minutes after the build on a 2-core machine (one peer).
 #
 # Usage: bash bench/compare.sh            (from anywhere; run as a user that can build)
 # Environment:
@@ -144,15 +144,18 @@ ceiling_target = 0.60
 
 
 def medians(path):
+    """The run's context, and per benchmark name its median and its coefficient of variation."""
     with open(path) as f:
         data = json.load(f)
-    values = {}
+    values, spreads = {}, {}
     for b in data["benchmarks"]:
-        if b.get("aggregate_name", "median") != "median":
-            continue
+        aggregate = b.get("aggregate_name", "median")
         name = b.get("run_name", b["name"]).removesuffix("/real_time")
-        values[name] = b
-    return data["context"], values
+        if aggregate == "median":
+            values[name] = b
+        elif aggregate == "cv":
+            spreads[name] = b
+    return data["context"], values, spreads
 
 
 def peak_mib(path):
@@ -175,21 +178,24 @@ def ratio_of(m, t, higher):
 rows, misses, contexts = [], 0, []
 for n in thread_counts:
     runs = [medians(f"{out}/peer{p}-threads-{n}.json") for p in range(peers)]
-    contexts = [c for c, _ in runs]
+    contexts = [c for c, _, _ in runs]
     memory = [peak_mib(f"{out}/peer{p}-threads-{n}.rss") for p in range(peers)]
     for key, label, counter, higher, target in figures:
-        cells, ratios = [], []
-        for p, (_, v) in enumerate(runs):
+        cells, ratios, spreads = [], [], []
+        for p, (_, v, cv) in enumerate(runs):
             m = v.get(key + "/mtlm", {}).get(counter)
             t = v.get(key + "/libtorch", {}).get(counter)
             r = ratio_of(m, t, higher)
             ratios.append(r)
+            spreads.append(" / ".join(f"{cv[key + s][counter]:.0%}" if counter in cv.get(key + s, {}) else "-"
+                                      for s in ("/mtlm", "/libtorch")))
             cells += ([fmt(m)] if p == 0 else []) + [fmt(t), "-" if r is None else f"{r:.2f}x"]
         known = [r for r in ratios if r is not None]
         worst = min(known) if known else None
         met = "-" if worst is None else ("yes" if worst >= target else "**no**")
         misses += met == "**no**"
-        rows.append([label, n] + cells + [f">= {target:g}x" + ("" if higher else " lower"), met])
+        spread = "-" if worst is None else spreads[ratios.index(worst)]
+        rows.append([label, n] + cells + [spread, f">= {target:g}x" + ("" if higher else " lower"), met])
     for model in "JT":
         cells, ratios = [], []
         for p in range(peers):
@@ -201,11 +207,11 @@ for n in thread_counts:
         known = [r for r in ratios if r is not None]
         met = "-" if not known else ("yes" if min(known) >= 1.0 else "**no**")
         misses += met == "**no**"
-        rows.append([f"{model} training peak memory above idle, MiB", n] + cells + [">= 1x lower", met])
+        rows.append([f"{model} training peak memory above idle, MiB", n] + cells + ["-", ">= 1x lower", met])
     for model in "JT":
         cells = []
         share = None
-        for p, (_, v) in enumerate(runs):
+        for p, (_, v, _) in enumerate(runs):
             achieved = v.get(f"BM_{model}_Train/mtlm", {}).get("gflops")
             peer = v.get(f"BM_{model}_Train/libtorch", {}).get("gflops")
             ceiling = v.get(f"BM_Gemm_Ceiling/{model}", {}).get("gflops")
@@ -217,13 +223,13 @@ for n in thread_counts:
         met = "-" if share is None else ("yes" if share >= ceiling_target else "**no**")
         misses += met == "**no**"
         rows.append([f"{model} training GFLOP/s vs GEMM ceiling ({fmt(ceiling0)})", n] + cells +
-                    [f">= {ceiling_target:.0%}", met])
+                    ["-", f">= {ceiling_target:.0%}", met])
 
 names = [c.get("libtorch", "libtorch") for c in contexts]
 header = ["figure", "threads", "mtlm"]
 for name in names:
     header += [f"libtorch {name.split()[0]}", "ratio"]
-header += ["target", "met?"]
+header += ["cv mtlm / peer", "target", "met?"]
 print("| " + " | ".join(header) + " |")
 print("|" + "---|" * len(header))
 for r in rows:
@@ -238,5 +244,8 @@ for c in contexts:
 print(f"- FLOPs per token (training, analytic, matrix products only): {contexts[0].get('flops_per_token_train')}")
 print(f"- medians of the repetitions; each ratio within one run; with two peers the target counts "
       f"against the faster; JSON in {out}")
+print("- cv mtlm / peer: each one's coefficient of variation (standard deviation / mean) over the "
+      "repetitions, in the pass whose ratio counts; a ratio nearer its target than these could fall "
+      "on the other side in another run")
 print(f"- targets missed: {misses}")
 EOF
