@@ -34,17 +34,24 @@ inline constexpr int block_packets = 8;
 template <class S>
 inline constexpr Index block_rows = Index{block_packets} * packet_size<S>;
 
-/// Whether A's rows split into whole packets (W_hh's 4H rows do for H a multiple of the packet).
+/// Columns up to which a product runs here: from 128 on, Eigen's GEMV sums each entry in blocks
+/// of columns (so the bits would differ), and W_hh (4H x H for an LSTM, 256 KiB at H = 128) is
+/// so much larger than the first-level cache that reading it in alternating order keeps little.
+inline constexpr Index max_cols = 127;
+
+/// Whether A's shape suits: rows in whole packets (W_hh's 4H rows for H a multiple of the
+/// packet), at most max_cols columns.
 template <class S>
-inline bool suits(Index rows) {
-  return rows > 0 && rows % packet_size<S> == 0;
+inline bool suits(Index rows, Index cols) {
+  return rows > 0 && rows % packet_size<S> == 0 && cols > 0 && cols <= max_cols;
 }
 
 /// One block, Packets packets of rows by all columns, from A's block at `a`: packed
 /// (`column_step` = the block's height), or in place (`column_step` = A's leading dimension)
 /// and, with Copy, copied packed to `copy` on the way.
 template <class S, int Packets, bool Copy>
-inline void block(Index cols, S alpha, const S* a, Index column_step, const S* x, S beta, S* y, S* copy) {
+inline void block(Index cols, S alpha, const S* a, Index column_step, const S* x, S beta, S* y,
+                  S* copy) {
   using P = Packet<S>;
   constexpr Index w = packet_size<S>;
   P acc[Packets];
@@ -91,7 +98,7 @@ inline void for_each_block(Index rows, bool last_block_first, F&& f) {
   }
 }
 
-/// y = alpha A x + beta y with A (rows x cols, leading dimension lda; rows: see `suits`) read in
+/// y = alpha A x + beta y with A (rows x cols, leading dimension lda; shape: see `suits`) read in
 /// place, copying A to `packed` (rows * cols entries) on the way: each block of block_rows<S>
 /// rows (the last may be shorter) as its columns one after another. The first step of a
 /// recurrence makes the copy with the loads it needs anyway.
@@ -99,17 +106,19 @@ template <class S>
 void multiply_and_pack(Index rows, Index cols, S alpha, const S* a, Index lda, const S* x, S beta, S* y,
                        S* packed) {
   for_each_block<S>(rows, false, [&](Index first, Index, auto packets) {
-    block<S, decltype(packets)::value, true>(cols, alpha, a + first, lda, x, beta, y + first, packed + first * cols);
+    block<S, decltype(packets)::value, true>(cols, alpha, a + first, lda, x, beta, y + first,
+                                              packed + first * cols);
   });
 }
 
 /// y = alpha A x + beta y with A as multiply_and_pack left it. `last_block_first` reads the
 /// blocks from the last: alternate it between the steps of a recurrence.
 template <class S>
-void multiply(Index rows, Index cols, S alpha, const S* packed, const S* x, S beta, S* y, bool last_block_first) {
+void multiply(Index rows, Index cols, S alpha, const S* packed, const S* x, S beta, S* y,
+              bool last_block_first) {
   for_each_block<S>(rows, last_block_first, [&](Index first, Index height, auto packets) {
-    block<S, decltype(packets)::value, false>(cols, alpha, packed + first * cols, height, x, beta, y + first,
-                                               nullptr);
+    block<S, decltype(packets)::value, false>(cols, alpha, packed + first * cols, height, x, beta,
+                                               y + first, nullptr);
   });
 }
 

@@ -326,7 +326,8 @@ class RecurrentSweep {
     if constexpr (std::is_same_v<B, Cpu>) {
       Index single_steps = 0;
       for (Index t = 1; t < p.steps; ++t) single_steps += p.size(t) == 1 ? 1 : 0;
-      return single_steps >= min_single_steps && backend::packed_gemv::suits<S>(gate_count * hidden_);
+      return single_steps >= min_single_steps &&
+             backend::packed_gemv::suits<S>(gate_count * hidden_, hidden_);
     } else {
       return false;
     }
@@ -344,7 +345,8 @@ class RecurrentSweep {
         kernel::multiply_and_pack(gh, hidden_, S(1), w.data, w.stride, h.data, beta, product.data,
                                   weight_hh_packed_.data());
       } else {
-        kernel::multiply(gh, hidden_, S(1), weight_hh_packed_.data(), h.data, beta, product.data, nth % 2 == 1);
+        kernel::multiply(gh, hidden_, S(1), weight_hh_packed_.data(), h.data, beta, product.data,
+                         /*last_block_first=*/nth % 2 == 1);
       }
     }
   }
