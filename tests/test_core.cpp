@@ -432,7 +432,8 @@ TEST_CASE_TEMPLATE("packed GEMV: steps from W packed on the first give the bits 
   // Row counts of one packet, several, one block, a block and a packet, a shorter last block, and
   // an LSTM's 4 x 64 gates; depths from 1 to 127 (Eigen's GEMV sums one block of columns below
   // 128); alpha 1 and not; beta 0 over NaN (y must not be read), 1 and -0.5; A a view inside a
-  // bigger matrix; both orders of the blocks.
+  // bigger matrix; both orders of the blocks. The bits are Eigen's GEMV's whatever the compiler
+  // fuses: both call the same packet multiply-add.
   namespace kernel = backend::packed_gemv;
   constexpr Index w = kernel::packet_size<S>, block = kernel::block_rows<S>;
   Rng rng(7);
@@ -448,7 +449,11 @@ TEST_CASE_TEMPLATE("packed GEMV: steps from W packed on the first give the bits 
           CAPTURE(k);
           CAPTURE(alpha);
           CAPTURE(beta);
-          REQUIRE(kernel::suits<S>(m, k));
+          if (!kernel::suits<S>(m, k)) {
+            // Eigen multiplies these coefficient by coefficient: they stay with the GEMM.
+            CHECK(m + k + 1 < EIGEN_GEMM_TO_COEFFBASED_THRESHOLD);
+            continue;
+          }
           const Matrix<S, Cpu> A = random(m + 3, k + 1), x = random(k, 1);
           const auto a = A.view().middle_rows(2, m).middle_cols(1, k);
           Matrix<S, Cpu> y0 = random(m, 1);

@@ -40,10 +40,12 @@ inline constexpr Index block_rows = Index{block_packets} * packet_size<S>;
 inline constexpr Index max_cols = 127;
 
 /// Whether A's shape suits: rows in whole packets (W_hh's 4H rows for H a multiple of the
-/// packet), at most max_cols columns.
+/// packet), at most max_cols columns, and large enough for Eigen to run its GEMV (it multiplies
+/// tinier products coefficient by coefficient, which rounds differently).
 template <class S>
 inline bool suits(Index rows, Index cols) {
-  return rows > 0 && rows % packet_size<S> == 0 && cols > 0 && cols <= max_cols;
+  return rows > 0 && rows % packet_size<S> == 0 && cols > 0 && cols <= max_cols &&
+         rows + cols + 1 >= EIGEN_GEMM_TO_COEFFBASED_THRESHOLD;
 }
 
 /// One block, Packets packets of rows by all columns, from A's block at `a`: packed
