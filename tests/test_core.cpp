@@ -427,6 +427,61 @@ TEST_CASE_TEMPLATE("CPU gemm with few columns or a shallow depth (read in place,
           }
 }
 
+TEST_CASE_TEMPLATE("CPU gemm: an A whose columns crowd a few cache sets is read from a copy, with the bits of A in place",
+                   S, float, double) {
+  namespace narrow = backend::narrow;
+  // A leading dimension of 2 KiB maps every column of a row block's slice of A onto the same two
+  // cache sets: the unpacked kernel copies the slice first. One more entry of leading dimension
+  // (not a whole number of cache lines) leaves A in place; the tiles, and so every bit of C, are
+  // the same. Rows: whole two-packet blocks, then a packet and a partial one after them.
+  constexpr Index w = narrow::packet_size<S>;
+  const Index crowded = 2048 / Index{sizeof(S)};
+  Rng rng(11);
+  for (const Index m : {2 * w, 4 * w + w + 3})
+    for (const Index n : {16, 45, 100})
+      for (const Index k : {64, 128})
+        for (int tb = 0; tb < 2; ++tb)
+          for (const S beta : {S(0), S(-0.5)})
+            for (const bool with_bias : {false, true}) {
+              CAPTURE(m);
+              CAPTURE(n);
+              CAPTURE(k);
+              CAPTURE(tb);
+              CAPTURE(beta);
+              CAPTURE(with_bias);
+              REQUIRE(narrow::suits(n, k));
+              CHECK(narrow::copies_a_slices<S>(n, k, crowded));
+              CHECK_FALSE(narrow::copies_a_slices<S>(n, k, crowded + 1));
+              Matrix<S, Cpu> a_crowded(crowded, k, std::numeric_limits<S>::quiet_NaN());
+              Matrix<S, Cpu> a_in_place(crowded + 1, k, std::numeric_limits<S>::quiet_NaN());
+              const Matrix<S, Cpu> values = uniform_matrix<S>(m, k, rng);
+              Cpu::copy(values.view(), a_crowded.view().middle_rows(0, m));
+              Cpu::copy(values.view(), a_in_place.view().middle_rows(0, m));
+              const Matrix<S, Cpu> B = tb ? uniform_matrix<S>(n, k, rng) : uniform_matrix<S>(k, n, rng);
+              const Matrix<S, Cpu> bias = uniform_matrix<S>(m, 1, rng);
+              const Matrix<S, Cpu> start = uniform_matrix<S>(m, n, rng);
+              Matrix<S, Cpu> from_copy = start, in_place = start;
+              const Transpose transpose_b = tb ? Transpose::yes : Transpose::no;
+              const S* shift = with_bias ? bias.data() : nullptr;
+              Cpu::gemm(Transpose::no, transpose_b, S(0.75), a_crowded.view().middle_rows(0, m), B.view(), beta,
+                        from_copy.view(), shift);
+              Cpu::gemm(Transpose::no, transpose_b, S(0.75), a_in_place.view().middle_rows(0, m), B.view(), beta,
+                        in_place.view(), shift);
+              CHECK(test::differing_entries(from_copy, in_place) == 0);
+              double worst = 0;
+              for (Index i = 0; i < m; ++i)
+                for (Index j = 0; j < n; ++j) {
+                  double sum = 0;
+                  for (Index l = 0; l < k; ++l)
+                    sum += double(values.view()(i, l)) * double(tb ? B.view()(j, l) : B.view()(l, j));
+                  const double expected = 0.75 * sum + (beta == S(0) ? 0.0 : double(beta) * double(start.view()(i, j))) +
+                                          (with_bias ? double(bias.view()(i, 0)) : 0.0);
+                  worst = std::max(worst, std::abs(double(from_copy.view()(i, j)) - expected));
+                }
+              CHECK(worst < (std::is_same_v<S, float> ? 1e-4 : 1e-12));
+            }
+}
+
 TEST_CASE_TEMPLATE("packed GEMV: steps from W packed on the first give the bits of the CPU gemm's one-column product",
                    S, float, double) {
   // Row counts of one packet, several, one block, a block and a packet, a shorter last block, and

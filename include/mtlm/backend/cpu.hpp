@@ -9,6 +9,7 @@
 #include "mtlm/backend/backend.hpp"
 #include "mtlm/backend/narrow_gemm.hpp"
 #include "mtlm/backend/panel_gemm.hpp"
+#include "mtlm/backend/thread_buffer.hpp"
 
 #include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>
@@ -203,7 +204,7 @@ struct Cpu {
     // A transposed times few columns: as its transpose, with A read in place. op(B)^T is copied
     // once, on the calling thread, and shared by the row bands.
     if (ta == Transpose::yes && narrow::suits_transposed<S>(c.rows, c.cols, depth)) {
-      S* const bt = panel::buffer<S, 2>(narrow::transposed_ld<S>(c.cols) * depth);
+      S* const bt = thread_buffer<S, Scratch::b_transposed>(narrow::transposed_ld<S>(c.cols) * depth);
       narrow::pack_transposed(op_b, depth, c.cols, bt);
       in_row_bands<S>(c.rows, single_threaded, [&](Index first, Index last) {
         narrow::gemm_transposed(first, last, c.cols, depth, alpha, a.data, a.stride, bt, beta, c.data, c.stride,

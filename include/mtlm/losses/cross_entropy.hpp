@@ -13,6 +13,7 @@
 #pragma once
 
 #include "mtlm/backend/cpu.hpp"
+#include "mtlm/backend/thread_buffer.hpp"
 #include "mtlm/core/error.hpp"
 #include "mtlm/core/matrix.hpp"
 #include "mtlm/losses/reduction.hpp"
@@ -83,7 +84,7 @@ void softmax_cross_entropy_columns(Cpu, In<S> logits, std::span<const std::int32
       g.setZero();
       return;
     }
-    S* const copy = keep_copy ? panel::buffer<S, 3>(classes) : nullptr;  // the running thread's
+    S* const copy = keep_copy ? thread_buffer<S, Scratch::logits>(classes) : nullptr;  // the running thread's
     if (keep_copy) Eigen::Map<Column>(copy, classes) = Z.col(j);
     const auto z = Eigen::Map<const Column>(keep_copy ? copy : Z.col(j).data(), classes);
     const S z_y = z(y);
