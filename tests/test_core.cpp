@@ -443,12 +443,7 @@ TEST_CASE_TEMPLATE("CPU gemm: an A whose columns crowd a few cache sets is read 
         for (int tb = 0; tb < 2; ++tb)
           for (const S beta : {S(0), S(-0.5)})
             for (const bool with_bias : {false, true}) {
-              CAPTURE(m);
-              CAPTURE(n);
-              CAPTURE(k);
-              CAPTURE(tb);
-              CAPTURE(beta);
-              CAPTURE(with_bias);
+              INFO("m ", m, ", n ", n, ", k ", k, ", B transposed ", tb, ", beta ", beta, ", bias ", with_bias);
               REQUIRE(narrow::suits(n, k));
               CHECK(narrow::copies_a_slices<S>(n, k, crowded));
               CHECK_FALSE(narrow::copies_a_slices<S>(n, k, crowded + 1));
