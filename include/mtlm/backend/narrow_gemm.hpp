@@ -207,8 +207,8 @@ inline void copy_rows(Index depth, const S* a, Index lda, S* out) {
 /// the slice's columns into only 64 / 2^k of that cache's 64 sets, 8 lines each where it is
 /// 8-way: 512 floats (2 KiB) leave 2 sets, 16 lines for 128 columns, and every tile reads A
 /// from the second-level cache again. Copied, it occupies every set. One core (Zen 3), best of
-/// many: 512 x 1024 x 128 from 52 to 77 GFLOP/s, 384 and 128 rows 3-7% faster, 512 x 32 x 128 47
-/// to 68. The copy is repaid over many tiles (from 33 columns), or over few where the cache
+/// many: 512 x 1024 x 128 from 52 to 77 GFLOP/s, 384 and 128 rows 3-7% faster, 512 x 32 x 128
+/// from 47 to 68. The copy is repaid over many tiles (from 33 columns), or over few where the cache
 /// keeps a quarter of the slice or less (512 x 16 x 128, an eighth: 55 to 63); 384 x 16 x 128
 /// (half) lost 13% copied.
 template <class S>
