@@ -14,6 +14,8 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
 
 namespace mtlm::backend::narrow {
 
@@ -217,12 +219,8 @@ inline bool copies_a_slices(Index cols, Index depth, Index lda) {
   constexpr Index slice_lines = (2 * packet_size<S> * Index{sizeof(S)} + line_bytes - 1) / line_bytes;
   const Index lda_bytes = lda * Index{sizeof(S)};
   if (lda_bytes % line_bytes != 0) return false;  // the columns drift across the sets
-  Index lda_lines = lda_bytes / line_bytes, sets = l1_sets;
-  while (sets > 1 && lda_lines % 2 == 0) {
-    lda_lines /= 2;
-    sets /= 2;
-  }
-  sets = std::min(l1_sets, sets * slice_lines);
+  const int crowding = std::min(std::countr_zero(static_cast<std::uint64_t>(lda_bytes / line_bytes)), 6);
+  const Index sets = std::min(l1_sets, (l1_sets >> crowding) * slice_lines);
   const Index kept = sets * l1_ways, needed = depth * slice_lines;
   return cols > few_columns ? kept < needed : 4 * kept <= needed;
 }
@@ -252,15 +250,14 @@ void gemm(Index rows, Index cols, Index depth, S alpha, const S* a, Index lda, O
           Index ldc, const S* bias = nullptr) {
   constexpr int w = packet_size<S>;
   Index i = 0;
-  if (rows >= 2 * w && copies_a_slices<S>(cols, depth, lda)) {
-    S* const slice = thread_buffer<S, Scratch::a_slice>(2 * w * depth);
-    for (; i + 2 * w <= rows; i += 2 * w) {
-      copy_rows<S, 2>(depth, a + i, lda, slice);
-      row_block<S, 2>(cols, depth, slice, 2 * w, b, alpha, beta, bias_from(bias, i), c + i, ldc);
-    }
+  S* const slice = rows >= 2 * w && copies_a_slices<S>(cols, depth, lda)
+                       ? thread_buffer<S, Scratch::a_slice>(2 * w * depth)
+                       : nullptr;
+  for (; i + 2 * w <= rows; i += 2 * w) {
+    if (slice) copy_rows<S, 2>(depth, a + i, lda, slice);
+    row_block<S, 2>(cols, depth, slice ? slice : a + i, slice ? 2 * w : lda, b, alpha, beta, bias_from(bias, i),
+                    c + i, ldc);
   }
-  for (; i + 2 * w <= rows; i += 2 * w)
-    row_block<S, 2>(cols, depth, a + i, lda, b, alpha, beta, bias_from(bias, i), c + i, ldc);
   for (; i + w <= rows; i += w)
     row_block<S, 1>(cols, depth, a + i, lda, b, alpha, beta, bias_from(bias, i), c + i, ldc);
   if (i == rows) return;
