@@ -2,14 +2,16 @@
 # Builds the model benchmarks (bench/models.cpp) in Release, runs them at 1 and 2 threads with
 # repetitions, and prints a markdown table of mtlm / libtorch ratios against the performance
 # targets, plus training GFLOP/s against the same-run GEMM ceiling and each timed figure's spread
-# over the repetitions. Takes about 3-5 minutes after the build on a 2-core machine (one peer).
+# over the repetitions. Takes about 5 minutes after the build on a 2-core machine with one peer,
+# 11 with two. Ten repetitions of half a second: with five of 0.3 s, one run's medians on a shared
+# machine moved by more than the thinner targets' margins.
 #
 # Usage: bash bench/compare.sh            (from anywhere; run as a user that can build)
 # Environment:
 #   MTLM_BENCH_BUILD_DIR  build directory (default: the bench preset's, build/bench)
 #   MTLM_BENCH_THREADS    thread counts to run (default "1 2")
-#   MTLM_BENCH_REPS       repetitions per benchmark, the table uses medians (default 5)
-#   MTLM_BENCH_MIN_TIME   seconds per repetition (default 0.3)
+#   MTLM_BENCH_REPS       repetitions per benchmark, the table uses medians (default 10)
+#   MTLM_BENCH_MIN_TIME   seconds per repetition (default 0.5)
 #   MTLM_BENCH_BLAS       which OpenBLAS libtorch loads: openmp (default when installed),
 #                         pthread, or system (whatever the alternatives system provides)
 #   MTLM_BENCH_SKIP_BUILD set to 1 to use an existing build
@@ -28,8 +30,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 build=${MTLM_BENCH_BUILD_DIR:-build/bench}
 read -ra thread_counts <<<"${MTLM_BENCH_THREADS:-1 2}"
-reps=${MTLM_BENCH_REPS:-5}
-min_time=${MTLM_BENCH_MIN_TIME:-0.3}
+reps=${MTLM_BENCH_REPS:-10}
+min_time=${MTLM_BENCH_MIN_TIME:-0.5}
 blas=${MTLM_BENCH_BLAS:-openmp}
 
 pytorch_build=$build-pytorch
